@@ -1,0 +1,322 @@
+"""Typed settings: ``optmsg.toml`` overlaid by ``OPTMSG_<SECTION>__<KEY>`` env vars.
+
+One :class:`Settings` object is built at start by :func:`load_settings` and handed
+down; nothing reads the environment after that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import phonenumbers
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from config.errors import ConfigError, ConfigFileError
+
+ENV_PREFIX = "OPTMSG_"
+CONFIG_PATH_ENV = "OPTMSG_CONFIG"
+# Variables with our prefix that are not settings (read by tooling, not by Settings).
+_NON_SETTING_ENV = frozenset({"OPTMSG_CONFIG", "OPTMSG_REQUIRE_SERVICES", "OPTMSG_TEST_PG_URL"})
+
+# Values people paste from examples and tutorials; starting on one of them would mean
+# anyone who read the same tutorial can forge webhooks.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "your_auth_token",
+        "your-auth-token",
+        "auth_token",
+        "xxx",
+        "todo",
+    }
+)
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    public_url: str = "http://127.0.0.1:8080"
+    # Twilio caps an SMS body at 1,600 characters; a full webhook form is a few KB.
+    max_webhook_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_api_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        return _host_port(v)
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL such as https://gw.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query or fragment")
+        return v.rstrip("/")
+
+
+class SmtpSettings(_Section):
+    listen: str = "127.0.0.1:2525"
+    hostname: str = "localhost"
+    max_message_bytes: int = Field(default=26_214_400, ge=1024, le=1024 * 1024 * 1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        return _host_port(v)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///var/optmsg.db"
+    pool_size: int = Field(default=5, ge=1, le=200)
+    # Group commit: at most this many inbound messages share one transaction.
+    batch_max: int = Field(default=256, ge=1, le=10_000)
+    busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        scheme = v.split(":", 1)[0]
+        if not v.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError(
+                f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH or postgresql://..."
+            )
+        return v
+
+
+class RedisSettings(_Section):
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be empty (in-process broker) or a redis:// URL")
+        return v
+
+
+class StorageSettings(_Section):
+    blob_dir: Path = Path("var/blobs")
+
+
+class TwilioSettings(_Section):
+    enabled: bool = True
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    # SharedKey webhook signing (HMAC-SHA256): key id -> secret. Several ids allow rotation.
+    webhook_shared_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    api_base_url: str = "https://api.twilio.com"
+    media_hosts: list[str] = Field(default_factory=lambda: ["api.twilio.com", "mms.twiliocdn.com"])
+
+    @field_validator("account_sid")
+    @classmethod
+    def _check_sid(cls, v: str) -> str:
+        if v and (not v.startswith("AC") or len(v) != 34):
+            raise ValueError("must be a Twilio account SID: 'AC' followed by 32 hex digits")
+        return v
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _check_api_base(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        return v.rstrip("/")
+
+
+class BridgesSettings(_Section):
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+
+
+class OptinSettings(_Section):
+    default_region: str = "US"
+    # Quarantine (not admit) email from a trusted address that failed SPF/DKIM/DMARC.
+    require_email_auth: bool = True
+
+    @field_validator("default_region")
+    @classmethod
+    def _check_region(cls, v: str) -> str:
+        region = v.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {v!r}: use an ISO 3166 code such as US or GB")
+        return region
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "console"
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Immutable; compare by value; secrets print as ``**********``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        # Set by load_settings(); never read from the environment.
+        toml_file=None,
+    )
+
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    bridges: BridgesSettings = Field(default_factory=BridgesSettings)
+    optin: OptinSettings = Field(default_factory=OptinSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        twilio = self.bridges.twilio
+        if twilio.enabled:
+            if not twilio.account_sid:
+                raise ValueError(
+                    "bridges.twilio.account_sid: must be set while the bridge is enabled"
+                )
+            if _is_placeholder(twilio.auth_token):
+                raise ValueError(
+                    "bridges.twilio.auth_token: empty, too short or a placeholder while the "
+                    "bridge is enabled; set the real Auth Token "
+                    "(env OPTMSG_BRIDGES__TWILIO__AUTH_TOKEN)"
+                )
+            for key_id, secret in twilio.webhook_shared_keys.items():
+                if _is_placeholder(secret):
+                    raise ValueError(
+                        f"bridges.twilio.webhook_shared_keys.{key_id}: empty, too short or a "
+                        "placeholder"
+                    )
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data with every secret replaced by ``***``."""
+        return _mask(self.model_dump(mode="python"))
+
+    def is_sqlite(self) -> bool:
+        return self.database.url.startswith("sqlite:")
+
+
+def _is_placeholder(secret: SecretStr) -> bool:
+    value = secret.get_secret_value()
+    return value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < 16
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else ""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    sections = set(Settings.model_fields)
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or name in _NON_SETTING_ENV:
+            continue
+        section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section not in sections:
+            raise ConfigError(
+                name, f"unknown setting section {section!r}; known: {', '.join(sorted(sections))}"
+            )
+
+
+def load_settings(path: Path | str | None = None, *, use_env_path: bool = True) -> Settings:
+    """Build the settings from a TOML file (``path``, else ``$OPTMSG_CONFIG``, else none) and env.
+
+    Raises :class:`ConfigError` naming the dotted key of the first bad value; the error text
+    never contains the value itself, so a mistyped secret is not echoed to a terminal or log.
+    """
+    if path is None and use_env_path:
+        env_path = os.environ.get(CONFIG_PATH_ENV)
+        path = Path(env_path) if env_path else None
+    toml_path = Path(path) if path is not None else None
+    if toml_path is not None:
+        if not toml_path.is_file():
+            raise ConfigFileError(CONFIG_PATH_ENV, f"config file {str(toml_path)!r} does not exist")
+        import tomllib
+
+        try:
+            tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigFileError(str(toml_path), f"not valid TOML: {exc}") from None
+    _check_env_names(os.environ)
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=toml_path)
+
+    try:
+        return _FromFile()
+    except ValidationError as exc:
+        err = exc.errors(include_input=False, include_url=False)[0]
+        loc = tuple(err["loc"])
+        msg = str(err["msg"])
+        # Model-level validators report "field: reason"; fold the field into the key.
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        head, sep, rest = msg.partition(": ")
+        if sep and " " not in head and head:
+            loc = (*loc, head)
+            msg = rest
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        raise ConfigError(_dotted(loc), msg) from None

@@ -1,0 +1,107 @@
+"""The aiohttp application: routes, middlewares and the resources they share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from bridges.twilio import SignatureVerifier, TwilioBridge
+from config import Settings
+from gateway import api, health, webhooks
+from gateway.keys import BLOBS, COMMITTER, DATABASE, METRICS, READ_POOL, SETTINGS, TWILIO
+from gateway.metrics import Metrics
+from gateway.pipeline import IngestPipeline
+from gateway.problems import problem
+from inbox.blobs import DirectoryBlobStore
+from inbox.committer import GroupCommitter
+from inbox.db import open_database
+from inbox.message import Inbound, IngestResult
+from inbox.migrate import upgrade
+from optin.decide import Policy
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def errors_as_problems(request: web.Request, handler: api.Handler) -> web.StreamResponse:
+    """Every error leaves as application/problem+json, never as a traceback."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return problem(exc.status, exc.reason, headers=headers or None)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "internal error")
+    if request.path.startswith(api.API_PREFIX):
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def _twilio_bridge(settings: Settings) -> TwilioBridge:
+    tw = settings.bridges.twilio
+    verifier = SignatureVerifier(
+        public_url=settings.http.public_url,
+        auth_token=tw.auth_token.get_secret_value().encode("utf-8"),
+        shared_keys={k: v.get_secret_value().encode("utf-8") for k, v in tw.webhook_shared_keys.items()},
+    )
+    return TwilioBridge(
+        verifier=verifier,
+        default_region=settings.optin.default_region,
+        max_body_bytes=settings.http.max_webhook_bytes,
+    )
+
+
+def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
+    """Build the app. The database, writer thread and pools open when the app starts
+    (``cleanup_ctx``) and close when it stops; ``migrate`` applies migrations first."""
+    app = web.Application(
+        middlewares=[errors_as_problems, api.bearer_auth],
+        client_max_size=max(settings.http.max_webhook_bytes, settings.http.max_api_body_bytes),
+    )
+    # Created here (nothing connects yet) so that app state is complete before the
+    # app is frozen; threads start and connections open in ``resources``.
+    db = open_database(settings.database)
+    pool = ThreadPoolExecutor(max_workers=settings.database.pool_size, thread_name_prefix="db-read")
+    pipeline = IngestPipeline(Policy(require_email_auth=settings.optin.require_email_auth))
+    committer: GroupCommitter[Inbound, IngestResult] = GroupCommitter(
+        db.write, pipeline.process, max_batch=settings.database.batch_max, name="ingest-writer"
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[DATABASE] = db
+    app[READ_POOL] = pool
+    app[COMMITTER] = committer
+    app[BLOBS] = DirectoryBlobStore(settings.storage.blob_dir)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        try:
+            if migrate:
+                await loop.run_in_executor(pool, upgrade, db)
+            committer.start()
+            yield
+        finally:
+            # Finish what was submitted before the event loop goes away.
+            await loop.run_in_executor(None, committer.stop)
+            pool.shutdown(wait=True)
+            db.dispose()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+    if settings.bridges.twilio.enabled:
+        app[TWILIO] = _twilio_bridge(settings)
+        app.router.add_post("/bridges/twilio/sms", webhooks.twilio_sms)
+    api.add_routes(app)
+    return app

@@ -1,0 +1,437 @@
+"""The ``optmsg`` command line: serve, database, config, users, tokens, opt-in, quarantine.
+
+Every reporting command takes ``--json`` and then prints exactly one JSON document
+on stdout. Exit codes: 0 ok, 1 the operation failed (message on stderr), 2 bad
+configuration or usage (the offending key or argument is named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+
+from config import ConfigError, Settings, load_settings
+from gateway import devtools
+from inbox import store
+from inbox.addresses import parse_address, parse_email, parse_phone
+from inbox.blobs import DirectoryBlobStore
+from inbox.db import Database, open_database
+from inbox.errors import AddressError, InboxError, NotFound
+from inbox.message import Folder
+from inbox.migrate import upgrade
+from optin import quarantine, trust
+from optin.errors import OptinError
+
+
+class UsageError(Exception):
+    """Raised for a bad command-line value; exits 2 naming the argument."""
+
+
+def _print(args: argparse.Namespace, data: Any, text: str | Callable[[], str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        print(text() if callable(text) else text)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(Path(args.config) if args.config else None)
+
+
+def _db(settings: Settings) -> Database:
+    db = open_database(settings.database)
+    upgrade(db)
+    return db
+
+
+def _phone(value: str, region: str, arg: str) -> str:
+    try:
+        return parse_phone(value, region)
+    except AddressError as exc:
+        raise UsageError(f"{arg}: {value!r} is not a usable phone number: {exc.reason}") from None
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.serve import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = open_database(settings.database)
+    try:
+        revision = upgrade(db)
+    finally:
+        db.dispose()
+    _print(args, {"revision": revision}, f"database at revision {revision}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    data = settings.masked()
+    _print(args, data, lambda: _toml_like(data))
+    return 0
+
+
+def _toml_like(data: dict[str, Any], prefix: str = "") -> str:
+    lines: list[str] = []
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    if scalars and prefix:
+        lines.append(f"[{prefix}]")
+    for key, value in scalars.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in tables.items():
+        if lines:
+            lines.append("")
+        lines.append(_toml_like(value, f"{prefix}.{key}" if prefix else key))
+    return "\n".join(line for line in lines)
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    region = settings.optin.default_region
+    try:
+        dob = date.fromisoformat(args.dob)
+    except ValueError:
+        raise UsageError(f"--dob: {args.dob!r} is not a date in YYYY-MM-DD form") from None
+    phone = _phone(args.phone, region, "--phone")
+    sms = _phone(args.sms_number, region, "--sms-number") if args.sms_number else None
+    email = None
+    if args.email_address:
+        try:
+            email = parse_email(args.email_address)
+        except AddressError as exc:
+            raise UsageError(f"--email-address: {exc.reason}") from None
+    db = _db(settings)
+    try:
+        user = store.create_user(
+            db,
+            first_name=args.first_name,
+            last_name=args.last_name,
+            date_of_birth=dob,
+            phone=phone,  # type: ignore[arg-type]
+            sms_number=sms,  # type: ignore[arg-type]
+            email_address=email,
+        )
+    finally:
+        db.dispose()
+    _print(args, user.as_json(), f"created user {user.id} ({user.first_name} {user.last_name})")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _db(settings)
+    try:
+        users = store.list_users(db)
+    finally:
+        db.dispose()
+    data = {"items": [u.as_json() for u in users], "next": None}
+
+    def text() -> str:
+        if not users:
+            return "no users"
+        return "\n".join(
+            f"{u.id}  {u.first_name} {u.last_name}  {u.phone}  {' '.join(u.addresses)}"
+            for u in users
+        )
+
+    _print(args, data, text)
+    return 0
+
+
+def cmd_users_delete(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _db(settings)
+    try:
+        store.delete_user(db, DirectoryBlobStore(settings.storage.blob_dir), args.user_id)
+    finally:
+        db.dispose()
+    _print(args, {"deleted": args.user_id}, f"deleted user {args.user_id} and all their data")
+    return 0
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _db(settings)
+    try:
+        token_id, token = store.create_token(db, args.user_id, args.name)
+    finally:
+        db.dispose()
+    _print(
+        args,
+        {"id": token_id, "user_id": args.user_id, "token": token},
+        f"{token}\n(shown once; only its hash is stored)",
+    )
+    return 0
+
+
+def _address(value: str, settings: Settings, db: Database, user_id: str) -> str:
+    """Parse with the user's own region first (their phone's country), then the
+    deployment's default region: "(415) 555-0100" works for a US deployment's users
+    wherever their own phone is from."""
+    try:
+        regions = [store.get_user(db, user_id).region]
+    except NotFound:
+        regions = []
+    regions.append(settings.optin.default_region)
+    reason = ""
+    for region in dict.fromkeys(regions):
+        try:
+            return parse_address(value, region)
+        except AddressError as exc:
+            reason = exc.reason
+    raise UsageError(
+        f"ADDRESS: {value!r} is not a phone number or email address: {reason}"
+    )
+
+
+def cmd_optin_add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _db(settings)
+    try:
+        address = _address(args.address, settings, db, args.user_id)
+        verdict = trust.TrustVerdict.BLOCKED if args.block else trust.TrustVerdict.TRUSTED
+        record = trust.add(db, args.user_id, address, verdict)  # type: ignore[arg-type]
+    finally:
+        db.dispose()
+    _print(args, record.as_json(), f"{record.verdict} {record.address}")
+    return 0
+
+
+def cmd_optin_remove(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _db(settings)
+    try:
+        address = _address(args.address, settings, db, args.user_id)
+        trust.remove(db, args.user_id, address)  # type: ignore[arg-type]
+    finally:
+        db.dispose()
+    _print(args, {"removed": address}, f"removed {address}")
+    return 0
+
+
+def cmd_optin_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _db(settings)
+    try:
+        entries = trust.list_entries(db, args.user_id)
+    finally:
+        db.dispose()
+    data = {"items": [e.as_json() for e in entries], "next": None}
+    _print(
+        args,
+        data,
+        lambda: "\n".join(f"{e.verdict:8} {e.address}  ({e.source})" for e in entries)
+        or "no trusted or blocked senders",
+    )
+    return 0
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _db(settings)
+    try:
+        store.get_user(db, args.user_id)
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = store.list_messages(
+                db, args.user_id, Folder.QUARANTINE, limit=store.MAX_PAGE, cursor=cursor
+            )
+            items.extend(page.items)
+            if page.next is None:
+                break
+            cursor = page.next
+    finally:
+        db.dispose()
+    _print(
+        args,
+        {"items": items, "next": None},
+        lambda: "\n".join(
+            f"{m['id']}  {m['received_at']}  {m['sender']}  {m['text'][:60]!r}  ({m['reason']})"
+            for m in items
+        )
+        or "quarantine is empty",
+    )
+    return 0
+
+
+def _review(args: argparse.Namespace, action: str) -> int:
+    settings = _settings(args)
+    db = _db(settings)
+    try:
+        user_id = store.owner_of_message(db, args.message_id)
+        if action == "release":
+            result = quarantine.release(db, user_id, args.message_id)
+        else:
+            result = quarantine.deny(
+                db, DirectoryBlobStore(settings.storage.blob_dir), user_id, args.message_id
+            )
+    finally:
+        db.dispose()
+    verb = "moved to the inbox" if action == "release" else "deleted"
+    _print(
+        args,
+        {"sender": result.sender, "verdict": str(result.verdict), "messages": result.messages},
+        f"{result.sender} is now {result.verdict}; {result.messages} held message(s) {verb}",
+    )
+    return 0
+
+
+def cmd_quarantine_release(args: argparse.Namespace) -> int:
+    return _review(args, "release")
+
+
+def cmd_quarantine_deny(args: argparse.Namespace) -> int:
+    return _review(args, "deny")
+
+
+def cmd_dev_init(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    written = devtools.write_dev_config(path, force=args.force)
+    _print(
+        args,
+        {"path": str(path), "written": written},
+        f"wrote {path}" if written else f"{path} exists; left as is (use --force to replace)",
+    )
+    return 0
+
+
+def cmd_dev_send_sms(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not settings.bridges.twilio.enabled:
+        raise UsageError("bridges.twilio.enabled is false; nothing would accept the webhook")
+    status, body, sid = asyncio.run(
+        devtools.send_test_sms(settings, sender=args.sender, to=args.to, body=args.body)
+    )
+    _print(
+        args,
+        {"status": status, "message_sid": sid, "response": body},
+        f"HTTP {status} for {sid}: {body}",
+    )
+    return 0 if status == 200 else 1
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="path of optmsg.toml (default: $OPTMSG_CONFIG)")
+    common.add_argument("--json", action="store_true", help="print one JSON document")
+
+    parser = argparse.ArgumentParser(prog="optmsg", description="OptMsg gateway")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(parent: Any, name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help_)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add(sub, "serve", cmd_serve, "apply migrations and run the gateway")
+    p.add_argument(
+        "--no-worker", action="store_true",
+        help="do not run background jobs in this process (workers run elsewhere)",
+    )
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
+    add(db, "upgrade", cmd_db_upgrade, "apply migrations")
+
+    cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="cfg_cmd", required=True)
+    add(cfg, "check", cmd_config_check, "validate and print the effective config, secrets masked")
+
+    users = sub.add_parser("users", help="accounts").add_subparsers(dest="users_cmd", required=True)
+    p = add(users, "create", cmd_users_create, "create a user")
+    p.add_argument("--first-name", required=True)
+    p.add_argument("--last-name", required=True)
+    p.add_argument("--dob", required=True, help="date of birth, YYYY-MM-DD")
+    p.add_argument("--phone", required=True, help="the user's own mobile number")
+    p.add_argument("--sms-number", help="OptMsg number whose inbound SMS go to this user")
+    p.add_argument("--email-address", help="address whose inbound email goes to this user")
+    add(users, "list", cmd_users_list, "list users")
+    p = add(users, "delete", cmd_users_delete, "delete a user and all their data")
+    p.add_argument("user_id", metavar="ID")
+
+    tokens = sub.add_parser("tokens", help="API tokens").add_subparsers(dest="tokens_cmd", required=True)
+    p = add(tokens, "create", cmd_tokens_create, "issue a client API token")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("--name", default="cli", help="label shown in the user's device list")
+
+    optin = sub.add_parser("optin", help="trusted senders").add_subparsers(dest="optin_cmd", required=True)
+    p = add(optin, "add", cmd_optin_add, "trust (or --block) a sender")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("address", metavar="ADDRESS", help="phone number in any common format, or email")
+    p.add_argument("--block", action="store_true", help="block instead of trust")
+    p = add(optin, "remove", cmd_optin_remove, "remove a sender from the list")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("address", metavar="ADDRESS")
+    p = add(optin, "list", cmd_optin_list, "list trusted and blocked senders")
+    p.add_argument("user_id", metavar="USER_ID")
+
+    q = sub.add_parser("quarantine", help="held messages").add_subparsers(dest="q_cmd", required=True)
+    p = add(q, "list", cmd_quarantine_list, "list a user's held messages")
+    p.add_argument("user_id", metavar="USER_ID")
+    p = add(q, "release", cmd_quarantine_release, "trust the sender; move their held messages to the inbox")
+    p.add_argument("message_id", metavar="MESSAGE_ID")
+    p = add(q, "deny", cmd_quarantine_deny, "block the sender; delete their held messages")
+    p.add_argument("message_id", metavar="MESSAGE_ID")
+
+    dev = sub.add_parser("dev", help="development helpers").add_subparsers(dest="dev_cmd", required=True)
+    p = add(dev, "init", cmd_dev_init, "write a local optmsg.toml with fresh random secrets")
+    p.add_argument("--path", default="optmsg.toml")
+    p.add_argument("--force", action="store_true")
+    p = add(dev, "send-sms", cmd_dev_send_sms, "sign and post a test inbound SMS to the gateway")
+    p.add_argument("--from", dest="sender", required=True)
+    p.add_argument("--to", required=True, help="the user's OptMsg SMS number")
+    p.add_argument("--body", default="Hello from optmsg dev send-sms")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command != "db":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"optmsg: config error: {exc.key}: {exc.message}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"optmsg: {exc}", file=sys.stderr)
+        return 2
+    except NotFound as exc:
+        print(f"optmsg: not found: {exc}", file=sys.stderr)
+        return 1
+    except (InboxError, OptinError) as exc:
+        print(f"optmsg: {exc}", file=sys.stderr)
+        return 1
+    except sa.exc.OperationalError as exc:
+        print(f"optmsg: database error: {exc.orig or exc}", file=sys.stderr)
+        return 1
+    except aiohttp.ClientError as exc:
+        print(f"optmsg: could not reach the gateway: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

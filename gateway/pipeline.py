@@ -1,0 +1,59 @@
+"""The ingest pipeline: route, decide and store a batch of inbound messages in one
+transaction (run by the group-commit writer thread)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from inbox.ingest_store import NewMessage, StoredRef, insert_messages, lookup_routes, lookup_trust
+from inbox.message import Folder, Inbound, IngestResult, Outcome, Verdict
+from optin.decide import Decision, Policy, TrustVerdict, decide
+
+log = logging.getLogger(__name__)
+
+REASON_UNROUTABLE = "recipient address is not an OptMsg number of any user"
+
+_FOLDER = {Verdict.ADMIT: Folder.INBOX, Verdict.QUARANTINE: Folder.QUARANTINE}
+_OUTCOME = {str(Folder.INBOX): Outcome.ADMITTED, str(Folder.QUARANTINE): Outcome.QUARANTINED}
+
+
+class IngestPipeline:
+    """``process(conn, batch)`` is the group committer's work function."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def process(self, conn: sa.Connection, batch: Sequence[Inbound]) -> list[IngestResult]:
+        routes = lookup_routes(conn, (m.recipient for m in batch))
+        trust = lookup_trust(
+            conn, ((routes[m.recipient], m.sender) for m in batch if m.recipient in routes)
+        )
+        results: list[IngestResult | None] = [None] * len(batch)
+        to_store: list[NewMessage] = []
+        slots: list[int] = []
+        for i, msg in enumerate(batch):
+            user_id = routes.get(msg.recipient)
+            if user_id is None:
+                results[i] = IngestResult(Outcome.UNROUTABLE, REASON_UNROUTABLE)
+                continue
+            entry = trust.get((user_id, msg.sender))
+            decision: Decision = decide(
+                msg.sender, TrustVerdict(entry) if entry else None, msg.auth, self.policy
+            )
+            if decision.verdict is Verdict.DROP:
+                # Blocked senders leave no trace: nothing stored, nothing notified.
+                results[i] = IngestResult(Outcome.DROPPED, decision.reason)
+                continue
+            to_store.append(
+                NewMessage(user_id, msg, str(_FOLDER[decision.verdict]), decision.reason)
+            )
+            slots.append(i)
+        refs: list[StoredRef] = insert_messages(conn, to_store)
+        for i, ref in zip(slots, refs, strict=True):
+            results[i] = IngestResult(
+                _OUTCOME[ref.folder], ref.reason, message_id=ref.message_id, duplicate=not ref.inserted
+            )
+        return [r for r in results if r is not None]

@@ -1,0 +1,53 @@
+"""Run the gateway until SIGTERM/SIGINT: migrations, HTTP server, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from config import Settings
+from gateway.app import create_app
+from inbox.db import open_database
+from inbox.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def _serve(settings: Settings, *, ready_line: bool = True) -> None:
+    app = create_app(settings, migrate=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    host, port = _split(settings.http.listen)
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready_line:
+        # Scripts and tests wait for this line before sending traffic.
+        print(f"optmsg: listening on http://{host}:{port}", flush=True)
+    log.info("listening on http://%s:%d", host, port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+
+
+def serve(settings: Settings) -> None:
+    """Apply migrations, then serve HTTP until a signal asks us to stop."""
+    db = open_database(settings.database)
+    try:
+        upgrade(db)
+    finally:
+        db.dispose()
+    asyncio.run(_serve(settings))

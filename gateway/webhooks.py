@@ -1,0 +1,65 @@
+"""Provider webhook routes: thin adapters from aiohttp to the bridges."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from bridges.base import WebhookRequest
+from bridges.errors import BridgeError, PayloadTooLarge, SignatureInvalid
+from gateway.keys import COMMITTER, METRICS, TWILIO
+from gateway.problems import problem
+from inbox.errors import StoreUnavailable
+from inbox.message import Inbound, IngestResult, Outcome
+
+log = logging.getLogger(__name__)
+
+_REJECT_REASON = {SignatureInvalid: "signature", PayloadTooLarge: "too_large"}
+
+
+def _webhook_request(request: web.Request, body: bytes) -> WebhookRequest:
+    # raw_path keeps the percent-encoding Twilio signed; the host part comes from config.
+    return WebhookRequest(
+        method=request.method,
+        path_qs=request.raw_path,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+    )
+
+
+async def twilio_sms(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    metrics = app[METRICS]
+    bridge = app[TWILIO]
+    committer = app[COMMITTER]
+    started = time.perf_counter()
+
+    async def ingest(inbound: Inbound) -> IngestResult:
+        return await committer.submit(inbound)
+
+    try:
+        body = await request.read()
+        response, result = await bridge.handle_sms(_webhook_request(request, body), ingest)
+    except web.HTTPRequestEntityTooLarge:
+        metrics.rejected.labels(bridge.name, "too_large").inc()
+        return problem(413, "request body is over the size limit")
+    except BridgeError as exc:
+        reason = _REJECT_REASON.get(type(exc), "malformed")
+        metrics.rejected.labels(bridge.name, reason).inc()
+        log.warning("twilio webhook refused (%s): %s", reason, exc)
+        return problem(exc.status, str(exc))
+    except StoreUnavailable:
+        # Twilio does not retry a 5xx by default; operators add #rc=/#rp= to the
+        # webhook URL so that it retries connection failures (see README).
+        metrics.store_failures.labels(bridge.name).inc()
+        return problem(503, "the message could not be stored; try again")
+    if result.outcome is Outcome.UNROUTABLE:
+        log.warning("twilio webhook unroutable: %s", result.reason)
+    if result.duplicate:
+        metrics.duplicates.labels(bridge.name).inc()
+    else:
+        metrics.messages.labels(bridge.name, str(result.outcome)).inc()
+    metrics.webhook_seconds.labels(bridge.name).observe(time.perf_counter() - started)
+    return web.Response(status=response.status, body=response.body, content_type=response.content_type)

@@ -1,0 +1,97 @@
+"""Engines for the store: one for reads, one for writes.
+
+SQLite (WAL) serialises writers; a write transaction that starts as a reader and
+upgrades later can fail with SQLITE_BUSY_SNAPSHOT no matter the busy timeout, so
+every write transaction begins ``IMMEDIATE`` (takes the write lock up front, waiting
+up to the busy timeout). Reads use a separate engine with deferred transactions so
+that they never queue behind the writer. PostgreSQL uses one engine for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from config import DatabaseSettings
+
+
+@dataclass(frozen=True)
+class Database:
+    """The store's engines. ``write`` is also the engine migrations run on."""
+
+    url: str
+    read: Engine
+    write: Engine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.write.dialect.name == "sqlite"
+
+    def dispose(self) -> None:
+        self.read.dispose()
+        if self.write is not self.read:
+            self.write.dispose()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Map the operator-facing URL onto the driver we ship (psycopg 3 for PostgreSQL)."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def _sqlite_engine(url: str, settings: DatabaseSettings, begin: str) -> Engine:
+    engine = sa.create_engine(
+        url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        connect_args={"timeout": settings.busy_timeout_ms / 1000, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so that BEGIN is ours.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        # FULL: a committed (and so acknowledged) message survives power loss, not only
+        # a process crash. Group commit pays for the extra fsync.
+        cur.execute("PRAGMA synchronous = FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+def open_database(settings: DatabaseSettings) -> Database:
+    url = sqlalchemy_url(settings.url)
+    path = sqlite_path(url)
+    if url.startswith("sqlite"):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        write = _sqlite_engine(url, settings, "BEGIN IMMEDIATE")
+        read = _sqlite_engine(url, settings, "BEGIN")
+        return Database(url=url, read=read, write=write)
+    engine = sa.create_engine(
+        url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        pool_pre_ping=True,
+    )
+    return Database(url=url, read=engine, write=engine)

@@ -1,0 +1,111 @@
+"""The normalised inbound message every bridge produces, and what ingest answers."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from inbox.addresses import Address
+
+
+class Channel(enum.StrEnum):
+    SMS = "sms"
+    MMS = "mms"
+    EMAIL = "email"
+
+
+class Folder(enum.StrEnum):
+    INBOX = "inbox"
+    QUARANTINE = "quarantine"
+
+
+class Verdict(enum.StrEnum):
+    ADMIT = "admit"
+    QUARANTINE = "quarantine"
+    DROP = "drop"
+
+
+class AttachmentStatus(enum.StrEnum):
+    PENDING = "pending"
+    STORED = "stored"
+    FAILED = "failed"
+
+
+class AuthResult(enum.StrEnum):
+    """RFC 8601 result words used for SPF, DKIM and DMARC."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SOFTFAIL = "softfail"
+    NEUTRAL = "neutral"
+    NONE = "none"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderAuth:
+    """How far the sender's identity was verified (email: SPF/DKIM/DMARC).
+
+    ``aligned`` is True when a passing SPF or DKIM identity aligns with the From
+    domain (the DMARC test), whether or not the domain publishes a DMARC policy.
+    """
+
+    spf: AuthResult = AuthResult.NONE
+    dkim: AuthResult = AuthResult.NONE
+    dmarc: AuthResult = AuthResult.NONE
+    aligned: bool = False
+
+    @property
+    def authenticated(self) -> bool:
+        return self.dmarc is AuthResult.PASS or self.aligned
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAttachment:
+    """An attachment as received: inline bytes (email) or a remote reference (MMS)."""
+
+    content_type: str
+    filename: str | None = None
+    content: bytes | None = None
+    remote_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One inbound message, normalised. Bridges build it; nothing provider-specific
+    leaks in except the opaque ``provider_meta`` kept for support and export."""
+
+    bridge: str
+    external_id: str
+    channel: Channel
+    sender: Address
+    recipient: Address
+    text: str
+    received_at: datetime
+    subject: str | None = None
+    html: str | None = None
+    attachments: tuple[InboundAttachment, ...] = ()
+    # None: the channel has no sender authentication of its own (SMS: the carrier's word).
+    auth: SenderAuth | None = None
+    provider_meta: Mapping[str, str] = field(default_factory=dict)
+
+
+class Outcome(enum.StrEnum):
+    ADMITTED = "admitted"
+    QUARANTINED = "quarantined"
+    DROPPED = "dropped"
+    UNROUTABLE = "unroutable"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to one inbound message. ``duplicate`` is True when the provider
+    retried something already stored: the first result is returned, nothing is new."""
+
+    outcome: Outcome
+    reason: str
+    message_id: str | None = None
+    duplicate: bool = False

@@ -1,0 +1,123 @@
+"""SQLModel tables. Schema changes go through alembic migrations in inbox/migrations."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+# Naming convention so that alembic migrations name constraints the same on every engine.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _fk(target: str) -> sa.ForeignKey:
+    return sa.ForeignKey(target, ondelete="CASCADE")
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True, max_length=40)
+    first_name: str = Field(max_length=100)
+    last_name: str = Field(max_length=100)
+    date_of_birth: date
+    phone: str = Field(max_length=20, unique=True)
+    # Default region for numbers this user types without a country code.
+    region: str = Field(max_length=2)
+    created_at: datetime
+
+
+class UserAddress(SQLModel, table=True):
+    """An address that routes inbound traffic to a user: an OptMsg SMS number or email."""
+
+    __tablename__ = "user_addresses"
+
+    address: str = Field(primary_key=True, max_length=254)
+    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True))
+    kind: str = Field(max_length=10)
+    created_at: datetime
+
+
+class TrustEntry(SQLModel, table=True):
+    """A sender the user trusts or blocks. ``address`` is canonical (E.164 or email)."""
+
+    __tablename__ = "trust_entries"
+    __table_args__ = (sa.UniqueConstraint("user_id", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False))
+    address: str = Field(max_length=254)
+    verdict: str = Field(max_length=10)  # trusted | blocked
+    source: str = Field(max_length=20)  # manual | contacts | sent_to | sms_command | release
+    created_at: datetime
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.UniqueConstraint("bridge", "external_id"),
+        sa.Index("ix_messages_user_folder_id", "user_id", "folder", "id"),
+        sa.Index("ix_messages_user_sender", "user_id", "sender"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False))
+    bridge: str = Field(max_length=32)
+    external_id: str = Field(max_length=255)
+    direction: str = Field(max_length=10)  # inbound | outbound
+    channel: str = Field(max_length=10)
+    folder: str = Field(max_length=16)
+    sender: str = Field(max_length=254)
+    recipient: str = Field(max_length=254)
+    subject: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    text: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    html: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    received_at: datetime
+    read: bool = False
+    reason: str = Field(max_length=200)
+    auth: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    provider_meta: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachments"
+
+    id: str = Field(primary_key=True, max_length=40)
+    message_id: str = Field(
+        sa_column=sa.Column(sa.String(40), _fk("messages.id"), nullable=False, index=True)
+    )
+    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True))
+    filename: str | None = Field(default=None, max_length=255)
+    content_type: str = Field(max_length=255)
+    size: int | None = None
+    status: str = Field(max_length=10)  # pending | stored | failed
+    sha256: str | None = Field(default=None, max_length=64)
+    remote_url: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    error: str | None = Field(default=None, max_length=500)
+    created_at: datetime
+
+
+class ApiToken(SQLModel, table=True):
+    """A client API bearer token. Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True))
+    token_hash: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=100)
+    created_at: datetime
+
+
+users_t = User.__table__  # type: ignore[attr-defined]
+user_addresses_t = UserAddress.__table__  # type: ignore[attr-defined]
+trust_entries_t = TrustEntry.__table__  # type: ignore[attr-defined]
+messages_t = Message.__table__  # type: ignore[attr-defined]
+attachments_t = Attachment.__table__  # type: ignore[attr-defined]
+api_tokens_t = ApiToken.__table__  # type: ignore[attr-defined]

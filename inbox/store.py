@@ -1,0 +1,382 @@
+"""Account, token and message operations used by the CLI and the client API.
+
+Every read or change of a user's data takes the ``user_id`` it is scoped to;
+another user's object is reported as :class:`NotFound`, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from inbox.addresses import E164, EmailAddress, region_of
+from inbox.blobs import BlobStore
+from inbox.db import Database
+from inbox.errors import Conflict, InboxError, NotFound
+from inbox.ids import new_id
+from inbox.message import Folder
+from inbox.models import (
+    api_tokens_t,
+    attachments_t,
+    messages_t,
+    user_addresses_t,
+    users_t,
+)
+
+TOKEN_PREFIX = "optmsg_"
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: str
+    first_name: str
+    last_name: str
+    date_of_birth: date
+    phone: str
+    region: str
+    created_at: datetime
+    addresses: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "date_of_birth": self.date_of_birth.isoformat(),
+            "phone": self.phone,
+            "region": self.region,
+            "addresses": list(self.addresses),
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next: str | None
+
+
+class InvalidCursor(InboxError, ValueError):
+    """Raised when a pagination cursor was not produced by this server for this query."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- users -----------------------------------------------------------------------------
+
+
+def create_user(
+    db: Database,
+    *,
+    first_name: str,
+    last_name: str,
+    date_of_birth: date,
+    phone: E164,
+    sms_number: E164 | None = None,
+    email_address: EmailAddress | None = None,
+) -> UserRecord:
+    """Create an account. ``sms_number``/``email_address`` are the OptMsg addresses
+    that route inbound traffic to it; each routes to at most one user."""
+    for label, value, limit in (("first name", first_name, 100), ("last name", last_name, 100)):
+        if not value.strip():
+            raise InboxError(f"{label} must not be empty")
+        if len(value) > limit or any(ord(c) < 32 for c in value):
+            raise InboxError(f"{label} is too long or has control characters")
+    if date_of_birth > date.today():
+        raise InboxError("date of birth is in the future")
+    user_id = new_id("usr")
+    now = _now()
+    addresses = [(a, k) for a, k in ((sms_number, "sms"), (email_address, "email")) if a]
+    try:
+        with db.write.begin() as conn:
+            if conn.execute(sa.select(users_t.c.id).where(users_t.c.phone == phone)).first():
+                raise Conflict(f"a user with phone {phone} already exists")
+            for address, _ in addresses:
+                if conn.execute(
+                    sa.select(user_addresses_t.c.user_id).where(user_addresses_t.c.address == address)
+                ).first():
+                    raise Conflict(f"{address} already routes to another user")
+            conn.execute(
+                users_t.insert().values(
+                    id=user_id,
+                    first_name=first_name.strip(),
+                    last_name=last_name.strip(),
+                    date_of_birth=date_of_birth,
+                    phone=phone,
+                    region=region_of(phone),
+                    created_at=now,
+                )
+            )
+            for address, kind in addresses:
+                conn.execute(
+                    user_addresses_t.insert().values(
+                        address=address, user_id=user_id, kind=kind, created_at=now
+                    )
+                )
+    except sa.exc.IntegrityError:
+        raise Conflict("that phone number or address is already in use") from None
+    return get_user(db, user_id)
+
+
+def _user_from_row(row: Any, addresses: Sequence[str]) -> UserRecord:
+    return UserRecord(
+        id=row.id,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        date_of_birth=row.date_of_birth,
+        phone=row.phone,
+        region=row.region,
+        created_at=row.created_at,
+        addresses=tuple(addresses),
+    )
+
+
+def get_user(db: Database, user_id: str) -> UserRecord:
+    with db.read.connect() as conn:
+        row = conn.execute(sa.select(users_t).where(users_t.c.id == user_id)).first()
+        if row is None:
+            raise NotFound(f"no user {user_id}")
+        addrs = conn.execute(
+            sa.select(user_addresses_t.c.address)
+            .where(user_addresses_t.c.user_id == user_id)
+            .order_by(user_addresses_t.c.address)
+        ).scalars()
+        return _user_from_row(row, list(addrs))
+
+
+def list_users(db: Database) -> list[UserRecord]:
+    with db.read.connect() as conn:
+        addr_rows = conn.execute(
+            sa.select(user_addresses_t.c.user_id, user_addresses_t.c.address).order_by(
+                user_addresses_t.c.address
+            )
+        )
+        by_user: dict[str, list[str]] = {}
+        for r in addr_rows:
+            by_user.setdefault(r.user_id, []).append(r.address)
+        rows = conn.execute(sa.select(users_t).order_by(users_t.c.id))
+        return [_user_from_row(r, by_user.get(r.id, [])) for r in rows]
+
+
+def delete_user(db: Database, blobs: BlobStore, user_id: str) -> None:
+    """Delete the account and everything of it: rows in every table (by cascade) and
+    blobs no other user's attachment still references."""
+    with db.write.begin() as conn:
+        if conn.execute(sa.select(users_t.c.id).where(users_t.c.id == user_id)).first() is None:
+            raise NotFound(f"no user {user_id}")
+        digests = set(
+            conn.execute(
+                sa.select(attachments_t.c.sha256).where(
+                    attachments_t.c.user_id == user_id, attachments_t.c.sha256.is_not(None)
+                )
+            ).scalars()
+        )
+        conn.execute(users_t.delete().where(users_t.c.id == user_id))
+    _delete_unreferenced_blobs(db, blobs, digests)
+
+
+def _delete_unreferenced_blobs(db: Database, blobs: BlobStore, digests: set[str]) -> None:
+    if not digests:
+        return
+    with db.read.connect() as conn:
+        still_used = set(
+            conn.execute(
+                sa.select(attachments_t.c.sha256).where(attachments_t.c.sha256.in_(sorted(digests)))
+            ).scalars()
+        )
+    for digest in digests - still_used:
+        blobs.delete(digest)
+
+
+# --- tokens ----------------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256-bit random values, so a fast hash is enough at rest: there is
+    # nothing to brute-force that a slow password hash would protect.
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(db: Database, user_id: str, name: str = "cli") -> tuple[str, str]:
+    """Issue a bearer token; returns (token id, token). Only its hash is stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token_id = new_id("tok")
+    with db.write.begin() as conn:
+        if conn.execute(sa.select(users_t.c.id).where(users_t.c.id == user_id)).first() is None:
+            raise NotFound(f"no user {user_id}")
+        conn.execute(
+            api_tokens_t.insert().values(
+                id=token_id, user_id=user_id, token_hash=hash_token(token), name=name[:100],
+                created_at=_now(),
+            )
+        )
+    return token_id, token
+
+
+def user_for_token(db: Database, token: str) -> str | None:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    digest = hash_token(token)
+    with db.read.connect() as conn:
+        row = conn.execute(
+            sa.select(api_tokens_t.c.user_id, api_tokens_t.c.token_hash).where(
+                api_tokens_t.c.token_hash == digest
+            )
+        ).first()
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return str(row.user_id)
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+def _encode_cursor(folder: str, last_id: str) -> str:
+    raw = json.dumps([folder, last_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, folder: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError):
+        raise InvalidCursor("the cursor is not one this server issued") from None
+    if (
+        not isinstance(data, list)
+        or len(data) != 2
+        or not all(isinstance(x, str) for x in data)
+        or len(data[1]) > 64
+    ):
+        raise InvalidCursor("the cursor is not one this server issued")
+    if data[0] != folder:
+        raise InvalidCursor("the cursor belongs to another folder")
+    return str(data[1])
+
+
+def _message_json(row: Any, attachments: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "folder": row.folder,
+        "channel": row.channel,
+        "bridge": row.bridge,
+        "direction": row.direction,
+        "sender": row.sender,
+        "recipient": row.recipient,
+        "subject": row.subject,
+        "text": row.text,
+        "html": row.html,
+        "received_at": row.received_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "read": bool(row.read),
+        "reason": row.reason,
+        "auth": json.loads(row.auth) if row.auth else None,
+        "attachments": attachments,
+    }
+
+
+_MESSAGE_COLUMNS = [
+    messages_t.c.id,
+    messages_t.c.folder,
+    messages_t.c.channel,
+    messages_t.c.bridge,
+    messages_t.c.direction,
+    messages_t.c.sender,
+    messages_t.c.recipient,
+    messages_t.c.subject,
+    messages_t.c.text,
+    messages_t.c.html,
+    messages_t.c.received_at,
+    messages_t.c.read,
+    messages_t.c.reason,
+    messages_t.c.auth,
+]
+
+
+def _attachments_for(conn: sa.Connection, message_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {mid: [] for mid in message_ids}
+    if not message_ids:
+        return out
+    rows = conn.execute(
+        sa.select(
+            attachments_t.c.id,
+            attachments_t.c.message_id,
+            attachments_t.c.filename,
+            attachments_t.c.content_type,
+            attachments_t.c.size,
+            attachments_t.c.status,
+            attachments_t.c.error,
+        )
+        .where(attachments_t.c.message_id.in_(message_ids))
+        .order_by(attachments_t.c.id)
+    )
+    for r in rows:
+        out[r.message_id].append(
+            {
+                "id": r.id,
+                "filename": r.filename,
+                "content_type": r.content_type,
+                "size": r.size,
+                "status": r.status,
+                "error": r.error,
+            }
+        )
+    return out
+
+
+def list_messages(
+    db: Database, user_id: str, folder: Folder, *, limit: int = 50, cursor: str | None = None
+) -> Page:
+    """Newest first. ``next`` is an opaque cursor for the following page, or None."""
+    limit = max(1, min(limit, MAX_PAGE))
+    stmt = (
+        sa.select(*_MESSAGE_COLUMNS)
+        .where(messages_t.c.user_id == user_id, messages_t.c.folder == str(folder))
+        .order_by(messages_t.c.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor:
+        stmt = stmt.where(messages_t.c.id < _decode_cursor(cursor, str(folder)))
+    with db.read.connect() as conn:
+        rows = list(conn.execute(stmt))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        atts = _attachments_for(conn, [r.id for r in rows])
+    items = [_message_json(r, atts[r.id]) for r in rows]
+    return Page(items=items, next=_encode_cursor(str(folder), rows[-1].id) if more else None)
+
+
+def get_message(db: Database, user_id: str, message_id: str) -> dict[str, Any]:
+    with db.read.connect() as conn:
+        row = conn.execute(
+            sa.select(*_MESSAGE_COLUMNS).where(
+                messages_t.c.id == message_id, messages_t.c.user_id == user_id
+            )
+        ).first()
+        if row is None:
+            raise NotFound("no such message")
+        atts = _attachments_for(conn, [row.id])
+    return _message_json(row, atts[row.id])
+
+
+def owner_of_message(db: Database, message_id: str) -> str:
+    """The user a message belongs to: for operator commands that name only a message."""
+    with db.read.connect() as conn:
+        user_id = conn.execute(
+            sa.select(messages_t.c.user_id).where(messages_t.c.id == message_id)
+        ).scalar()
+    if user_id is None:
+        raise NotFound(f"no message {message_id}")
+    return str(user_id)
