@@ -57,7 +57,7 @@ PLACEHOLDER_SECRETS = frozenset(
 
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
     return value
 
@@ -305,7 +305,7 @@ def load_settings(path: Path | str | None = None, *, use_env_path: bool = True) 
         model_config = SettingsConfigDict(toml_file=toml_path)
 
     try:
-        return _FromFile()
+        loaded = _FromFile()
     except ValidationError as exc:
         err = exc.errors(include_input=False, include_url=False)[0]
         loc = tuple(err["loc"])
@@ -320,3 +320,5 @@ def load_settings(path: Path | str | None = None, *, use_env_path: bool = True) 
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
         raise ConfigError(_dotted(loc), msg) from None
+    # Hand out a plain Settings (already validated) so that values compare by value.
+    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})

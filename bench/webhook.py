@@ -1,0 +1,258 @@
+"""Signed SMS webhook throughput: the gateway against a bare aiohttp form parser.
+
+One invocation loads (a) bench/bare_server.py and (b) ``optmsg serve`` (SQLite in a
+temp dir) with the same pre-signed, unique 12-field Twilio inbound-SMS forms through
+wrk (bench/webhook.lua), then checks that (b) stored one row per 200 it answered,
+prints a table, appends a dated section to docs/benchmarks.md and writes the raw
+figures to bench/results/. Target: (b) >= 50% of (a)'s req/s, p99 <= 25 ms at 50
+connections. Exit status 1 when a run is invalid (non-2xx, socket errors, reused
+MessageSids, row count off); with --strict also 3 when a target is missed.
+
+Usage: .venv/bin/python bench/webhook.py [--duration 15] [--warmup 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+from config import load_settings
+from gateway.devtools import sign
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+OPTMSG = Path(sys.executable).parent / "optmsg"
+SMS_PATH = "/bridges/twilio/sms"
+SMS_NUMBER = "+14155550199"
+TRUSTED = "+14155550100"
+STRANGER = "+14155550101"
+TARGET_RATIO = 0.50
+TARGET_P99_MS = 25.0
+DOC_HEADER = """# Benchmarks
+
+Sections are appended by the scripts in bench/ (`make bench`), newest last. Each
+compares the gateway with a bare baseline measured in the same run, on the same machine.
+"""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: dict[str, int]
+    wraps: int
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    rows: int
+    ok_responses: int
+    by_folder: dict[str, int]
+    tolerance: int
+
+
+class BenchError(Exception):
+    """The run is invalid (not merely slow)."""
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def write_requests(
+    prefix: Path, per_thread: int, threads: int, url: str, token: str, account_sid: str
+) -> None:
+    """PREFIX-N.tsv for each thread N: "signature<TAB>urlencoded form" lines, every one
+    with a fresh MessageSid; alternate lines come from the trusted sender."""
+    for thread in range(threads):
+        with open(f"{prefix}-{thread}.tsv", "w", encoding="ascii") as out:
+            for i in range(per_thread):
+                sid = "SM" + secrets.token_hex(16)
+                params = [
+                    ("ToCountry", "US"),
+                    ("SmsMessageSid", sid),
+                    ("NumMedia", "0"),
+                    ("SmsSid", sid),
+                    ("SmsStatus", "received"),
+                    ("Body", f"bench message {thread}-{i}"),
+                    ("To", SMS_NUMBER),
+                    ("NumSegments", "1"),
+                    ("MessageSid", sid),
+                    ("AccountSid", account_sid),
+                    ("From", TRUSTED if i % 2 else STRANGER),
+                    ("ApiVersion", "2010-04-01"),
+                ]
+                out.write(f"{sign(url, params, token)}\t{urlencode(params)}\n")
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], env: Mapping[str, str], cwd: Path) -> str:
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"{shlex.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextmanager
+def server(
+    cmd: list[str], ready: str, log_dir: Path, name: str, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``cmd``, wait for a stdout line starting with ``ready``, stop it (SIGTERM) after."""
+    out, err = log_dir / f"{name}.out", log_dir / f"{name}.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=log_dir)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(line.startswith(ready) for line in out.read_text().splitlines()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{name} did not start (exit {proc.poll()}):\n{tail(err)}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS_MS[unit]
+
+
+def _seconds(text: str) -> float:
+    return _ms(text) / 1000.0
+
+
+def parse_wrk(output: str) -> WrkResult:
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"wrk output has no match for {pattern!r}:\n{output}")
+        return match
+
+    total = find(r"^\s*(\d+) requests in ([\d.]+\w+),")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    names = ("connect", "read", "write", "timeout")
+    return WrkResult(
+        requests=int(total[1]),
+        seconds=_seconds(total[2]),
+        rps=float(find(r"^Requests/sec:\s+([\d.]+)")[1]),
+        p50_ms=_ms(find(r"^\s+50%\s+(\S+)")[1]),
+        p99_ms=_ms(find(r"^\s+99%\s+(\S+)")[1]),
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors={n: int(v) for n, v in zip(names, errors.groups(), strict=True)}
+        if errors
+        else dict.fromkeys(names, 0),
+        wraps=int(find(r"^webhook\.lua: wraps (\d+)")[1]),
+    )
+
+
+def wrk(url: str, prefix: Path, seconds: float, args: argparse.Namespace, label: str) -> WrkResult:
+    cmd = [
+        "wrk", "--latency", "--timeout", "10s",
+        "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds:g}s",
+        "-s", str(BENCH / "webhook.lua"), url, "--", str(prefix),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed for {label}: {done.stderr.strip()}")
+    result = parse_wrk(done.stdout)
+    problems = []
+    if result.non_2xx:
+        problems.append(f"{result.non_2xx} non-2xx responses")
+    if any(result.socket_errors.values()):
+        problems.append(f"socket errors {result.socket_errors}")
+    if result.wraps:
+        problems.append(f"request file wrapped {result.wraps} time(s): raise --max-rate")
+    if problems:
+        raise BenchError(f"{label}: {'; '.join(problems)}\n{done.stdout}")
+    return result
+
+
+# --- the two servers -----------------------------------------------------------------------
+
+
+def bench_bare(tmp: Path, url_path: str, args: argparse.Namespace) -> WrkResult:
+    port = free_port()
+    cmd = [sys.executable, str(BENCH / "bare_server.py"), "127.0.0.1", str(port)]
+    with server(cmd, "bare: listening on", tmp, "bare"):
+        url = f"http://127.0.0.1:{port}{url_path}"
+        wrk(url, tmp / "warm", args.warmup, args, "(a) warm-up")
+        return wrk(url, tmp / "run", args.duration, args, "(a) bare aiohttp")
+
+
+def count_rows(db: Path) -> tuple[int, dict[str, int]]:
+    with sqlite3.connect(db) as conn:
+        rows = dict(conn.execute("SELECT folder, COUNT(*) FROM messages GROUP BY folder"))
+    return sum(rows.values()), rows
+
+
+def bench_gateway(
+    tmp: Path, env: Mapping[str, str], port: int, args: argparse.Namespace
+) -> tuple[WrkResult, RowCheck]:
+    db = tmp / "optmsg.db"
+    with server([str(OPTMSG), "serve"], "optmsg: listening on", tmp, "gateway", env) as proc:
+        url = f"http://127.0.0.1:{port}{SMS_PATH}"
+        wrk(url, tmp / "warm", args.warmup, args, "(b) warm-up")
+        time.sleep(1.0)  # let the warm-up's last commits land before counting
+        before, _ = count_rows(db)
+        result = wrk(url, tmp / "run", args.duration, args, "(b) optmsg serve")
+        proc.send_signal(signal.SIGTERM)  # a graceful stop commits whatever was submitted
+        proc.wait(timeout=30)
+    after, by_folder = count_rows(db)
+    _, warm_folders = count_rows_before = (before, {})
+    del warm_folders, count_rows_before
+    ok = result.requests - result.non_2xx
+    # wrk stops counting at the deadline while up to one request per connection is in
+    # flight; those are stored but never counted. Fewer rows than 200s is never fine.
+    check = RowCheck(after - before, ok, by_folder, args.connections)
+    if not 0 <= check.rows - ok <= check.tolerance:
+        raise BenchError(f"(b) stored {check.rows} messages for {ok} 200 responses")
+    return result, check
