@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -85,29 +86,28 @@ class BenchError(Exception):
 
 
 def write_requests(
-    prefix: Path, per_thread: int, threads: int, url: str, token: str, account_sid: str
+    path: Path, count: int, url: str, token: str, account_sid: str, trusted_first: bool
 ) -> None:
-    """PREFIX-N.tsv for each thread N: "signature<TAB>urlencoded form" lines, every one
-    with a fresh MessageSid; alternate lines come from the trusted sender."""
-    for thread in range(threads):
-        with open(f"{prefix}-{thread}.tsv", "w", encoding="ascii") as out:
-            for i in range(per_thread):
-                sid = "SM" + secrets.token_hex(16)
-                params = [
-                    ("ToCountry", "US"),
-                    ("SmsMessageSid", sid),
-                    ("NumMedia", "0"),
-                    ("SmsSid", sid),
-                    ("SmsStatus", "received"),
-                    ("Body", f"bench message {thread}-{i}"),
-                    ("To", SMS_NUMBER),
-                    ("NumSegments", "1"),
-                    ("MessageSid", sid),
-                    ("AccountSid", account_sid),
-                    ("From", TRUSTED if i % 2 else STRANGER),
-                    ("ApiVersion", "2010-04-01"),
-                ]
-                out.write(f"{sign(url, params, token)}\t{urlencode(params)}\n")
+    """``count`` lines of "signature<TAB>urlencoded form", each with a fresh MessageSid;
+    alternate lines come from the trusted sender."""
+    with open(path, "w", encoding="ascii") as out:
+        for i in range(count):
+            sid = "SM" + secrets.token_hex(16)
+            params = [
+                ("ToCountry", "US"),
+                ("SmsMessageSid", sid),
+                ("NumMedia", "0"),
+                ("SmsSid", sid),
+                ("SmsStatus", "received"),
+                ("Body", f"bench message {i} from {path.name}"),
+                ("To", SMS_NUMBER),
+                ("NumSegments", "1"),
+                ("MessageSid", sid),
+                ("AccountSid", account_sid),
+                ("From", TRUSTED if (i % 2 == 0) == trusted_first else STRANGER),
+                ("ApiVersion", "2010-04-01"),
+            ]
+            out.write(f"{sign(url, params, token)}\t{urlencode(params)}\n")
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -161,8 +161,10 @@ _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS_MS[unit]
+    match = re.fullmatch(r"([\d.]+)([a-z]+)", text)
+    if match is None or match[2] not in _UNITS_MS:
+        raise BenchError(f"wrk printed a duration this script does not know: {text!r}")
+    return float(match[1]) * _UNITS_MS[match[2]]
 
 
 def _seconds(text: str) -> float:
@@ -177,7 +179,9 @@ def parse_wrk(output: str) -> WrkResult:
         return match
 
     total = find(r"^\s*(\d+) requests in ([\d.]+\w+),")
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     names = ("connect", "read", "write", "timeout")
     return WrkResult(
@@ -242,13 +246,12 @@ def bench_gateway(
         url = f"http://127.0.0.1:{port}{SMS_PATH}"
         wrk(url, tmp / "warm", args.warmup, args, "(b) warm-up")
         time.sleep(1.0)  # let the warm-up's last commits land before counting
-        before, _ = count_rows(db)
+        before, warm_folders = count_rows(db)
         result = wrk(url, tmp / "run", args.duration, args, "(b) optmsg serve")
         proc.send_signal(signal.SIGTERM)  # a graceful stop commits whatever was submitted
         proc.wait(timeout=30)
-    after, by_folder = count_rows(db)
-    _, warm_folders = count_rows_before = (before, {})
-    del warm_folders, count_rows_before
+    after, folders = count_rows(db)
+    by_folder = {name: n - warm_folders.get(name, 0) for name, n in folders.items()}
     ok = result.requests - result.non_2xx
     # wrk stops counting at the deadline while up to one request per connection is in
     # flight; those are stored but never counted. Fewer rows than 200s is never fine.
@@ -256,3 +259,190 @@ def bench_gateway(
     if not 0 <= check.rows - ok <= check.tolerance:
         raise BenchError(f"(b) stored {check.rows} messages for {ok} 200 responses")
     return result, check
+
+
+def gateway_env(tmp: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTMSG_")}
+    env.update(
+        OPTMSG_CONFIG=str(tmp / "optmsg.toml"),
+        OPTMSG_HTTP__LISTEN=f"127.0.0.1:{port}",
+        OPTMSG_HTTP__PUBLIC_URL=f"http://127.0.0.1:{port}",
+        OPTMSG_DATABASE__URL=f"sqlite:///{tmp / 'optmsg.db'}",
+        OPTMSG_STORAGE__BLOB_DIR=str(tmp / "blobs"),
+    )
+    return env
+
+
+def prepare_gateway(tmp: Path, env: Mapping[str, str]) -> None:
+    """Config with fresh secrets, one user, one trusted sender (the other sender is not)."""
+    run([str(OPTMSG), "dev", "init", "--path", env["OPTMSG_CONFIG"]], env, tmp)
+    user = json.loads(
+        run(
+            [
+                str(OPTMSG), "users", "create", "--json", "--first-name", "A", "--last-name", "B",
+                "--dob", "1990-01-01", "--phone", "+442079460958", "--sms-number", SMS_NUMBER,
+            ],
+            env,
+            tmp,
+        )
+    )  # fmt: skip
+    run([str(OPTMSG), "optin", "add", user["id"], TRUSTED], env, tmp)
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    return {
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "sqlite": sqlite3.sqlite_version,
+        "wrk": (wrk_version.stdout or wrk_version.stderr).split(" [")[0],
+    }
+
+
+def command() -> str:
+    exe = Path(sys.executable)
+    shown = exe.relative_to(Path.cwd()) if exe.is_relative_to(Path.cwd()) else exe
+    return shlex.join([str(shown), *sys.argv])
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(
+    a: WrkResult, b: WrkResult, rows: RowCheck, args: argparse.Namespace, started: datetime
+) -> tuple[str, bool]:
+    ratio = b.rps / a.rps
+    met = ratio >= TARGET_RATIO and b.p99_ms <= TARGET_P99_MS
+    info = machine()
+    folders = ", ".join(f"{name} {n}" for name, n in sorted(rows.by_folder.items()))
+    table = "\n".join(
+        [
+            "| server | req/s | p50 ms | p99 ms | requests | non-2xx |",
+            "|---|---:|---:|---:|---:|---:|",
+            *(
+                f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.requests:,} "
+                f"| {r.non_2xx} |"
+                for name, r in (("(a) bare aiohttp form parse", a), ("(b) optmsg serve", b))
+            ),
+        ]
+    )
+    text = f"""
+## {started:%Y-%m-%d %H:%M} UTC: signed SMS webhook throughput
+
+- machine: {info["nproc"]} CPUs ({info["cpu"]}), Python {info["python"]}, \
+Linux {info["kernel"]}, SQLite {info["sqlite"]}, {info["wrk"]}
+- command: `{command()}`
+- load: wrk on 127.0.0.1 (same machine), {args.threads} threads, {args.connections} \
+connections, {args.warmup:g} s warm-up then {args.duration:g} s measured per server; \
+every request a unique, signed 12-field Twilio SMS form, half from a trusted sender
+- (b) is `optmsg serve` with SQLite in a temp dir; rows stored during the measured \
+run: {rows.rows:,} ({folders}) for {rows.ok_responses:,} 200 responses counted by wrk
+
+{table}
+
+- ratio b/a: {ratio:.1%}
+- target (b) >= {TARGET_RATIO:.0%} of (a): {verdict(ratio >= TARGET_RATIO)}
+- target (b) p99 <= {TARGET_P99_MS:g} ms at {args.connections} connections: \
+{verdict(b.p99_ms <= TARGET_P99_MS)}
+"""
+    return text, met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per server")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--max-rate", type=int, default=20_000,
+        help="req/s the request files are sized for (a run that would reuse one fails)",
+    )  # fmt: skip
+    parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
+    parser.add_argument("--no-doc", action="store_true", help="do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print(
+            "webhook.py: wrk is not installed; install it with `sudo apt-get install -y wrk`\n"
+            "(Debian/Ubuntu) or `brew install wrk` (macOS), then run `make bench` again.",
+            file=sys.stderr,
+        )
+        return 1
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="optmsg-bench-") as name:
+        tmp = Path(name)
+        port = free_port()
+        env = gateway_env(tmp, port)
+        try:
+            prepare_gateway(tmp, env)
+            tw = load_settings(env["OPTMSG_CONFIG"]).bridges.twilio
+            url = f"{env['OPTMSG_HTTP__PUBLIC_URL']}{SMS_PATH}"
+            print(f"signing requests for up to {args.max_rate:,} req/s ...", flush=True)
+            token = tw.auth_token.get_secret_value()
+            with ProcessPoolExecutor() as pool:
+                jobs = [
+                    pool.submit(
+                        write_requests,
+                        tmp / f"{phase}-{thread}.tsv",
+                        math.ceil(args.max_rate * seconds / args.threads),
+                        url,
+                        token,
+                        tw.account_sid,
+                        thread % 2 == 0,
+                    )
+                    for phase, seconds in (("warm", args.warmup), ("run", args.duration))
+                    for thread in range(args.threads)
+                ]
+                for job in jobs:
+                    job.result()
+            print("(a) bare aiohttp ...", flush=True)
+            a = bench_bare(tmp, SMS_PATH, args)
+            print("(b) optmsg serve ...", flush=True)
+            b, rows = bench_gateway(tmp, env, port, args)
+        except BenchError as exc:
+            print(f"webhook.py: INVALID RUN: {exc}", file=sys.stderr)
+            for log in sorted(tmp.glob("*.err")):
+                print(f"--- {log.name} (last lines)\n{tail(log)}", file=sys.stderr)
+            return 1
+    text, met = report(a, b, rows, args, started)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    raw = {
+        "started": started.isoformat(),
+        "command": command(),
+        "machine": machine(),
+        "settings": vars(args),
+        "bare": asdict(a),
+        "gateway": asdict(b),
+        "rows": asdict(rows),
+        "ratio": b.rps / a.rps,
+        "targets_met": met,
+    }
+    out = RESULTS / f"webhook-{started:%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    if not args.no_doc:
+        if not DOC.exists():
+            DOC.write_text(DOC_HEADER, encoding="utf-8")
+        with open(DOC, "a", encoding="utf-8") as doc:
+            doc.write(text)
+    print(
+        f"raw results: {out.relative_to(ROOT)}"
+        + ("" if args.no_doc else f"; appended to {DOC.relative_to(ROOT)}")
+    )
+    return 3 if args.strict and not met else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
