@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import re
+import resource
 import secrets
 import shlex
 import shutil
@@ -32,7 +33,7 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -51,6 +52,7 @@ TRUSTED = "+14155550100"
 STRANGER = "+14155550101"
 TARGET_RATIO = 0.50
 TARGET_P99_MS = 25.0
+BUSY_CORES = 0.2  # CPU used by other processes during a run above which it is flagged
 DOC_HEADER = """# Benchmarks
 
 Sections are appended by the scripts in bench/ (`make bench`), newest last. Each
@@ -68,6 +70,9 @@ class WrkResult:
     non_2xx: int
     socket_errors: dict[str, int]
     wraps: int
+    # CPU used while wrk ran, in cores: the server, wrk itself, and everything else on the
+    # machine (other work competing for the same cores makes the figures meaningless).
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,16 +203,42 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def wrk(url: str, prefix: Path, seconds: float, args: argparse.Namespace, label: str) -> WrkResult:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> float:
+    """Busy CPU seconds over all CPUs since boot (/proc/stat: all but idle and iowait)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICK
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk(
+    url: str, prefix: Path, seconds: float, args: argparse.Namespace, label: str, server_pid: int
+) -> WrkResult:
     cmd = [
         "wrk", "--latency", "--timeout", "10s",
         "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds:g}s",
         "-s", str(BENCH / "webhook.lua"), url, "--", str(prefix),
     ]  # fmt: skip
+    start = (time.monotonic(), machine_cpu(), process_cpu(server_pid), children_cpu())
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    end = (time.monotonic(), machine_cpu(), process_cpu(server_pid), children_cpu())
     if done.returncode != 0:
         raise BenchError(f"wrk failed for {label}: {done.stderr.strip()}")
-    result = parse_wrk(done.stdout)
+    wall, busy, served, loaded = (b - a for a, b in zip(start, end, strict=True))
+    cpu = {"server": served / wall, "wrk": loaded / wall, "other": (busy - served - loaded) / wall}
+    result = replace(parse_wrk(done.stdout), cpu={k: round(v, 2) for k, v in cpu.items()})
     problems = []
     if result.non_2xx:
         problems.append(f"{result.non_2xx} non-2xx responses")
@@ -226,10 +257,10 @@ def wrk(url: str, prefix: Path, seconds: float, args: argparse.Namespace, label:
 def bench_bare(tmp: Path, url_path: str, args: argparse.Namespace) -> WrkResult:
     port = free_port()
     cmd = [sys.executable, str(BENCH / "bare_server.py"), "127.0.0.1", str(port)]
-    with server(cmd, "bare: listening on", tmp, "bare"):
+    with server(cmd, "bare: listening on", tmp, "bare") as proc:
         url = f"http://127.0.0.1:{port}{url_path}"
-        wrk(url, tmp / "warm", args.warmup, args, "(a) warm-up")
-        return wrk(url, tmp / "run", args.duration, args, "(a) bare aiohttp")
+        wrk(url, tmp / "warm", args.warmup, args, "(a) warm-up", proc.pid)
+        return wrk(url, tmp / "run", args.duration, args, "(a) bare aiohttp", proc.pid)
 
 
 def count_rows(db: Path) -> tuple[int, dict[str, int]]:
@@ -244,10 +275,10 @@ def bench_gateway(
     db = tmp / "optmsg.db"
     with server([str(OPTMSG), "serve"], "optmsg: listening on", tmp, "gateway", env) as proc:
         url = f"http://127.0.0.1:{port}{SMS_PATH}"
-        wrk(url, tmp / "warm", args.warmup, args, "(b) warm-up")
+        wrk(url, tmp / "warm", args.warmup, args, "(b) warm-up", proc.pid)
         time.sleep(1.0)  # let the warm-up's last commits land before counting
         before, warm_folders = count_rows(db)
-        result = wrk(url, tmp / "run", args.duration, args, "(b) optmsg serve")
+        result = wrk(url, tmp / "run", args.duration, args, "(b) optmsg serve", proc.pid)
         proc.send_signal(signal.SIGTERM)  # a graceful stop commits whatever was submitted
         proc.wait(timeout=30)
     after, folders = count_rows(db)
@@ -329,14 +360,23 @@ def report(
     folders = ", ".join(f"{name} {n}" for name, n in sorted(rows.by_folder.items()))
     table = "\n".join(
         [
-            "| server | req/s | p50 ms | p99 ms | requests | non-2xx |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| server | req/s | p50 ms | p99 ms | requests | non-2xx "
+            "| CPU cores: server / wrk / other |",
+            "|---|---:|---:|---:|---:|---:|---|",
             *(
                 f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.requests:,} "
-                f"| {r.non_2xx} |"
+                f"| {r.non_2xx} | {r.cpu['server']:.2f} / {r.cpu['wrk']:.2f} / "
+                f"{r.cpu['other']:.2f} |"
                 for name, r in (("(a) bare aiohttp form parse", a), ("(b) optmsg serve", b))
             ),
         ]
+    )
+    busy = max(a.cpu["other"], b.cpu["other"])
+    warning = (
+        f"\n**Warning: other processes used up to {busy:.2f} CPU cores during the runs; "
+        "the figures are depressed and noisy. Rerun on a quiet machine.**\n"
+        if busy > BUSY_CORES
+        else ""
     )
     text = f"""
 ## {started:%Y-%m-%d %H:%M} UTC: signed SMS webhook throughput
@@ -356,7 +396,7 @@ run: {rows.rows:,} ({folders}) for {rows.ok_responses:,} 200 responses counted b
 - target (b) >= {TARGET_RATIO:.0%} of (a): {verdict(ratio >= TARGET_RATIO)}
 - target (b) p99 <= {TARGET_P99_MS:g} ms at {args.connections} connections: \
 {verdict(b.p99_ms <= TARGET_P99_MS)}
-"""
+{warning}"""
     return text, met
 
 

@@ -235,7 +235,9 @@ class TwilioBridge:
         self.default_region = default_region
         self.max_body_bytes = max_body_bytes
 
-    async def handle_sms(self, request: WebhookRequest, ingest: Ingest) -> tuple[WebhookResponse, IngestResult]:
+    async def handle_sms(
+        self, request: WebhookRequest, ingest: Ingest
+    ) -> tuple[WebhookResponse, IngestResult]:
         """Verify, parse and ingest one inbound SMS/MMS webhook.
 
         Raises :class:`SignatureInvalid` (403), :class:`MalformedRequest` (400) or

@@ -241,10 +241,9 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data with every secret replaced by ``***``."""
-        return _mask(self.model_dump(mode="python"))
+        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
+        return masked
 
-    def is_sqlite(self) -> bool:
-        return self.database.url.startswith("sqlite:")
 
 
 def _is_placeholder(secret: SecretStr) -> bool:
@@ -321,4 +320,6 @@ def load_settings(path: Path | str | None = None, *, use_env_path: bool = True) 
             msg = "unknown setting"
         raise ConfigError(_dotted(loc), msg) from None
     # Hand out a plain Settings (already validated) so that values compare by value.
-    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})
+    return Settings.model_construct(
+        **{name: getattr(loaded, name) for name in Settings.model_fields}
+    )

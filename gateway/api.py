@@ -73,8 +73,13 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     cursor = request.query.get("cursor") or None
     try:
         page = await _in_pool(
-            request, store.list_messages, request.app[DATABASE], request[USER_ID], folder,
-            limit=limit, cursor=cursor,
+            request,
+            store.list_messages,
+            request.app[DATABASE],
+            request[USER_ID],
+            folder,
+            limit=limit,
+            cursor=cursor,
         )
     except store.InvalidCursor as exc:
         return problem(400, str(exc))

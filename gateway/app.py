@@ -52,7 +52,9 @@ def _twilio_bridge(settings: Settings) -> TwilioBridge:
     verifier = SignatureVerifier(
         public_url=settings.http.public_url,
         auth_token=tw.auth_token.get_secret_value().encode("utf-8"),
-        shared_keys={k: v.get_secret_value().encode("utf-8") for k, v in tw.webhook_shared_keys.items()},
+        shared_keys={
+            k: v.get_secret_value().encode("utf-8") for k, v in tw.webhook_shared_keys.items()
+        },
     )
     return TwilioBridge(
         verifier=verifier,

@@ -29,7 +29,7 @@ from inbox.db import Database, open_database
 from inbox.errors import AddressError, InboxError, NotFound
 from inbox.message import Folder
 from inbox.migrate import upgrade
-from optin import quarantine, trust
+from optin import TrustVerdict, quarantine, trust
 from optin.errors import OptinError
 
 
@@ -198,9 +198,7 @@ def _address(value: str, settings: Settings, db: Database, user_id: str) -> str:
             return parse_address(value, region)
         except AddressError as exc:
             reason = exc.reason
-    raise UsageError(
-        f"ADDRESS: {value!r} is not a phone number or email address: {reason}"
-    )
+    raise UsageError(f"ADDRESS: {value!r} is not a phone number or email address: {reason}")
 
 
 def cmd_optin_add(args: argparse.Namespace) -> int:
@@ -208,7 +206,7 @@ def cmd_optin_add(args: argparse.Namespace) -> int:
     db = _db(settings)
     try:
         address = _address(args.address, settings, db, args.user_id)
-        verdict = trust.TrustVerdict.BLOCKED if args.block else trust.TrustVerdict.TRUSTED
+        verdict = TrustVerdict.BLOCKED if args.block else TrustVerdict.TRUSTED
         record = trust.add(db, args.user_id, address, verdict)  # type: ignore[arg-type]
     finally:
         db.dispose()
@@ -239,8 +237,10 @@ def cmd_optin_list(args: argparse.Namespace) -> int:
     _print(
         args,
         data,
-        lambda: "\n".join(f"{e.verdict:8} {e.address}  ({e.source})" for e in entries)
-        or "no trusted or blocked senders",
+        lambda: (
+            "\n".join(f"{e.verdict:8} {e.address}  ({e.source})" for e in entries)
+            or "no trusted or blocked senders"
+        ),
     )
     return 0
 
@@ -265,11 +265,13 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
     _print(
         args,
         {"items": items, "next": None},
-        lambda: "\n".join(
-            f"{m['id']}  {m['received_at']}  {m['sender']}  {m['text'][:60]!r}  ({m['reason']})"
-            for m in items
-        )
-        or "quarantine is empty",
+        lambda: (
+            "\n".join(
+                f"{m['id']}  {m['received_at']}  {m['sender']}  {m['text'][:60]!r}  ({m['reason']})"
+                for m in items
+            )
+            or "quarantine is empty"
+        ),
     )
     return 0
 
@@ -341,21 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optmsg", description="OptMsg gateway")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(parent: Any, name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    def add(
+        parent: Any, name: str, fn: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help_)
         p.set_defaults(fn=fn)
         return p
 
     p = add(sub, "serve", cmd_serve, "apply migrations and run the gateway")
     p.add_argument(
-        "--no-worker", action="store_true",
+        "--no-worker",
+        action="store_true",
         help="do not run background jobs in this process (workers run elsewhere)",
     )
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
     add(db, "upgrade", cmd_db_upgrade, "apply migrations")
 
-    cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="cfg_cmd", required=True)
+    cfg = sub.add_parser("config", help="configuration").add_subparsers(
+        dest="cfg_cmd", required=True
+    )
     add(cfg, "check", cmd_config_check, "validate and print the effective config, secrets masked")
 
     users = sub.add_parser("users", help="accounts").add_subparsers(dest="users_cmd", required=True)
@@ -370,12 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(users, "delete", cmd_users_delete, "delete a user and all their data")
     p.add_argument("user_id", metavar="ID")
 
-    tokens = sub.add_parser("tokens", help="API tokens").add_subparsers(dest="tokens_cmd", required=True)
+    tokens = sub.add_parser("tokens", help="API tokens").add_subparsers(
+        dest="tokens_cmd", required=True
+    )
     p = add(tokens, "create", cmd_tokens_create, "issue a client API token")
     p.add_argument("user_id", metavar="USER_ID")
     p.add_argument("--name", default="cli", help="label shown in the user's device list")
 
-    optin = sub.add_parser("optin", help="trusted senders").add_subparsers(dest="optin_cmd", required=True)
+    optin = sub.add_parser("optin", help="trusted senders").add_subparsers(
+        dest="optin_cmd", required=True
+    )
     p = add(optin, "add", cmd_optin_add, "trust (or --block) a sender")
     p.add_argument("user_id", metavar="USER_ID")
     p.add_argument("address", metavar="ADDRESS", help="phone number in any common format, or email")
@@ -386,15 +397,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(optin, "list", cmd_optin_list, "list trusted and blocked senders")
     p.add_argument("user_id", metavar="USER_ID")
 
-    q = sub.add_parser("quarantine", help="held messages").add_subparsers(dest="q_cmd", required=True)
+    q = sub.add_parser("quarantine", help="held messages").add_subparsers(
+        dest="q_cmd", required=True
+    )
     p = add(q, "list", cmd_quarantine_list, "list a user's held messages")
     p.add_argument("user_id", metavar="USER_ID")
-    p = add(q, "release", cmd_quarantine_release, "trust the sender; move their held messages to the inbox")
+    p = add(
+        q,
+        "release",
+        cmd_quarantine_release,
+        "trust the sender; move their held messages to the inbox",
+    )
     p.add_argument("message_id", metavar="MESSAGE_ID")
     p = add(q, "deny", cmd_quarantine_deny, "block the sender; delete their held messages")
     p.add_argument("message_id", metavar="MESSAGE_ID")
 
-    dev = sub.add_parser("dev", help="development helpers").add_subparsers(dest="dev_cmd", required=True)
+    dev = sub.add_parser("dev", help="development helpers").add_subparsers(
+        dest="dev_cmd", required=True
+    )
     p = add(dev, "init", cmd_dev_init, "write a local optmsg.toml with fresh random secrets")
     p.add_argument("--path", default="optmsg.toml")
     p.add_argument("--force", action="store_true")
@@ -408,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.command != "db":
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:

@@ -87,6 +87,8 @@ async def send_test_sms(
         "X-Twilio-Signature": sign(url, params, tw.auth_token.get_secret_value()),
         "Content-Type": "application/x-www-form-urlencoded",
     }
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=urlencode(params), headers=headers) as resp:
-            return resp.status, await resp.text(), sid
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=urlencode(params), headers=headers) as resp,
+    ):
+        return resp.status, await resp.text(), sid

@@ -17,7 +17,7 @@ def openapi_document() -> dict[str, Any]:
                 "What the OptMsg phone apps and web page use. Authenticate with "
                 "`Authorization: Bearer <token>` (tokens from `optmsg tokens create`). "
                 "Errors are application/problem+json. Lists are "
-                "`{\"items\": [...], \"next\": cursor-or-null}`, paged with "
+                '`{"items": [...], "next": cursor-or-null}`, paged with '
                 "`?limit=N&cursor=NEXT`."
             ),
         },
@@ -32,14 +32,21 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "folder",
                             "in": "query",
-                            "schema": {"type": "string", "enum": ["inbox", "quarantine"],
-                                       "default": "inbox"},
+                            "schema": {
+                                "type": "string",
+                                "enum": ["inbox", "quarantine"],
+                                "default": "inbox",
+                            },
                         },
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 200,
-                                       "default": 50},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 200,
+                                "default": 50,
+                            },
                         },
                         {
                             "name": "cursor",
@@ -67,8 +74,12 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "getMessage",
                     "summary": "One message of the authenticated user",
                     "parameters": [
-                        {"name": "message_id", "in": "path", "required": True,
-                         "schema": {"type": "string"}}
+                        {
+                            "name": "message_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
                     ],
                     "responses": {
                         "200": {
@@ -123,8 +134,18 @@ def openapi_document() -> dict[str, Any]:
                 "Message": {
                     "type": "object",
                     "required": [
-                        "id", "folder", "channel", "bridge", "sender", "recipient", "subject",
-                        "text", "html", "received_at", "read", "attachments",
+                        "id",
+                        "folder",
+                        "channel",
+                        "bridge",
+                        "sender",
+                        "recipient",
+                        "subject",
+                        "text",
+                        "html",
+                        "received_at",
+                        "read",
+                        "attachments",
                     ],
                     "properties": {
                         "id": {"type": "string"},
@@ -157,8 +178,10 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["items", "next"],
                     "properties": {
-                        "items": {"type": "array",
-                                  "items": {"$ref": "#/components/schemas/Message"}},
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Message"},
+                        },
                         "next": {"type": ["string", "null"]},
                     },
                 },

@@ -54,6 +54,9 @@ class IngestPipeline:
         refs: list[StoredRef] = insert_messages(conn, to_store)
         for i, ref in zip(slots, refs, strict=True):
             results[i] = IngestResult(
-                _OUTCOME[ref.folder], ref.reason, message_id=ref.message_id, duplicate=not ref.inserted
+                _OUTCOME[ref.folder],
+                ref.reason,
+                message_id=ref.message_id,
+                duplicate=not ref.inserted,
             )
         return [r for r in results if r is not None]

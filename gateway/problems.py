@@ -10,8 +10,9 @@ from aiohttp import web
 PROBLEM_TYPE = "application/problem+json"
 
 
-def problem(status: int, detail: str, *, title: str | None = None,
-            headers: dict[str, str] | None = None) -> web.Response:
+def problem(
+    status: int, detail: str, *, title: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body = {
         "type": "about:blank",
         "title": title or HTTPStatus(status).phrase,

@@ -62,4 +62,6 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
     else:
         metrics.messages.labels(bridge.name, str(result.outcome)).inc()
     metrics.webhook_seconds.labels(bridge.name).observe(time.perf_counter() - started)
-    return web.Response(status=response.status, body=response.body, content_type=response.content_type)
+    return web.Response(
+        status=response.status, body=response.body, content_type=response.content_type
+    )

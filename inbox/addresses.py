@@ -23,7 +23,9 @@ SenderId = NewType("SenderId", str)
 Address = E164 | EmailAddress | SenderId
 
 _MAX_INPUT = 254  # RFC 5321 path limit; nothing longer is an address of either kind
-_LOCAL_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~.-")
+_LOCAL_ATEXT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~.-"
+)
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 _PARSE_ERRORS = {

@@ -48,8 +48,9 @@ class GroupCommitter(Generic[T, R]):
     :class:`StoreUnavailable` (the original is logged, never shown to a client).
     """
 
-    def __init__(self, engine: Engine, work: Work[T, R], *, max_batch: int = 256,
-                 name: str = "group-commit") -> None:
+    def __init__(
+        self, engine: Engine, work: Work[T, R], *, max_batch: int = 256, name: str = "group-commit"
+    ) -> None:
         self._engine = engine
         self._work = work
         self._max_batch = max_batch

@@ -31,7 +31,5 @@ def new_id(prefix: str) -> str:
 def looks_like_id(prefix: str, value: str) -> bool:
     body = value[len(prefix) + 1 :]
     return (
-        value.startswith(prefix + "_")
-        and len(body) == 26
-        and all(ch in _ALPHABET for ch in body)
+        value.startswith(prefix + "_") and len(body) == 26 and all(ch in _ALPHABET for ch in body)
     )

@@ -57,7 +57,9 @@ def lookup_routes(conn: sa.Connection, recipients: Iterable[str]) -> dict[str, s
     return {row.address: row.user_id for row in conn.execute(stmt)}
 
 
-def lookup_trust(conn: sa.Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+def lookup_trust(
+    conn: sa.Connection, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
     """Map (user id, sender address) to ``trusted`` / ``blocked`` where an entry exists."""
     wanted = sorted(set(pairs))
     if not wanted:
@@ -68,7 +70,8 @@ def lookup_trust(conn: sa.Connection, pairs: Iterable[tuple[str, str]]) -> dict[
     return {(row.user_id, row.address): row.verdict for row in conn.execute(stmt)}
 
 
-def _insert(conn: sa.Connection, table: sa.Table) -> sa.Insert:
+def _insert(conn: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    # Both dialects spell INSERT ... ON CONFLICT the same way through SQLAlchemy.
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)

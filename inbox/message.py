@@ -36,7 +36,7 @@ class AttachmentStatus(enum.StrEnum):
 class AuthResult(enum.StrEnum):
     """RFC 8601 result words used for SPF, DKIM and DMARC."""
 
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - an RFC 8601 result word, not a password
     FAIL = "fail"
     SOFTFAIL = "softfail"
     NEUTRAL = "neutral"

@@ -39,7 +39,9 @@ class UserAddress(SQLModel, table=True):
     __tablename__ = "user_addresses"
 
     address: str = Field(primary_key=True, max_length=254)
-    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True))
+    user_id: str = Field(
+        sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True)
+    )
     kind: str = Field(max_length=10)
     created_at: datetime
 
@@ -92,7 +94,9 @@ class Attachment(SQLModel, table=True):
     message_id: str = Field(
         sa_column=sa.Column(sa.String(40), _fk("messages.id"), nullable=False, index=True)
     )
-    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True))
+    user_id: str = Field(
+        sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True)
+    )
     filename: str | None = Field(default=None, max_length=255)
     content_type: str = Field(max_length=255)
     size: int | None = None
@@ -109,7 +113,9 @@ class ApiToken(SQLModel, table=True):
     __tablename__ = "api_tokens"
 
     id: str = Field(primary_key=True, max_length=40)
-    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True))
+    user_id: str = Field(
+        sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True)
+    )
     token_hash: str = Field(max_length=64, unique=True)
     name: str = Field(max_length=100)
     created_at: datetime

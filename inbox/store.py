@@ -33,7 +33,7 @@ from inbox.models import (
     users_t,
 )
 
-TOKEN_PREFIX = "optmsg_"
+TOKEN_PREFIX = "optmsg_"  # noqa: S105 - a public prefix, not a secret
 MAX_PAGE = 200
 
 
@@ -106,7 +106,9 @@ def create_user(
                 raise Conflict(f"a user with phone {phone} already exists")
             for address, _ in addresses:
                 if conn.execute(
-                    sa.select(user_addresses_t.c.user_id).where(user_addresses_t.c.address == address)
+                    sa.select(user_addresses_t.c.user_id).where(
+                        user_addresses_t.c.address == address
+                    )
                 ).first():
                     raise Conflict(f"{address} already routes to another user")
             conn.execute(
@@ -219,7 +221,10 @@ def create_token(db: Database, user_id: str, name: str = "cli") -> tuple[str, st
             raise NotFound(f"no user {user_id}")
         conn.execute(
             api_tokens_t.insert().values(
-                id=token_id, user_id=user_id, token_hash=hash_token(token), name=name[:100],
+                id=token_id,
+                user_id=user_id,
+                token_hash=hash_token(token),
+                name=name[:100],
                 created_at=_now(),
             )
         )
@@ -305,7 +310,9 @@ _MESSAGE_COLUMNS = [
 ]
 
 
-def _attachments_for(conn: sa.Connection, message_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+def _attachments_for(
+    conn: sa.Connection, message_ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {mid: [] for mid in message_ids}
     if not message_ids:
         return out

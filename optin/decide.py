@@ -55,7 +55,7 @@ def decide(
         return Decision(Verdict.DROP, REASON_BLOCKED)
     if trust is not TrustVerdict.TRUSTED:
         return Decision(Verdict.QUARANTINE, REASON_UNKNOWN)
-    if is_email(sender) and policy.require_email_auth:
-        if auth is None or not auth.authenticated:
-            return Decision(Verdict.QUARANTINE, REASON_UNAUTHENTICATED)
+    email_needs_auth = is_email(sender) and policy.require_email_auth
+    if email_needs_auth and (auth is None or not auth.authenticated):
+        return Decision(Verdict.QUARANTINE, REASON_UNAUTHENTICATED)
     return Decision(Verdict.ADMIT, REASON_TRUSTED)

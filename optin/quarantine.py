@@ -80,11 +80,17 @@ def deny(db: Database, blobs: BlobStore, user_id: str, message_id: str) -> Revie
         deleted = conn.execute(
             messages_t.delete().where(messages_t.c.id.in_(held.scalar_subquery()))
         ).rowcount
-        still_used = set(
-            conn.execute(
-                sa.select(attachments_t.c.sha256).where(attachments_t.c.sha256.in_(sorted(digests)))
-            ).scalars()
-        ) if digests else set()
+        still_used = (
+            set(
+                conn.execute(
+                    sa.select(attachments_t.c.sha256).where(
+                        attachments_t.c.sha256.in_(sorted(digests))
+                    )
+                ).scalars()
+            )
+            if digests
+            else set()
+        )
     for digest in digests - still_used:
         blobs.delete(digest)
     return ReviewResult(sender, TrustVerdict.BLOCKED, deleted)

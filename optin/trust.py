@@ -119,4 +119,6 @@ def list_entries(db: Database, user_id: str) -> list[TrustRecord]:
             .where(trust_entries_t.c.user_id == user_id)
             .order_by(trust_entries_t.c.address)
         )
-        return [TrustRecord(r.address, TrustVerdict(r.verdict), r.source, r.created_at) for r in rows]
+        return [
+            TrustRecord(r.address, TrustVerdict(r.verdict), r.source, r.created_at) for r in rows
+        ]

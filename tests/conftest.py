@@ -119,8 +119,12 @@ def db(settings: Settings) -> Iterator[Database]:
 
 
 def twilio_form(
-    *, sender: str = "+14155550100", to: str = "+14155550199", body: str = "hello",
-    sid: str | None = None, **extra: str,
+    *,
+    sender: str = "+14155550100",
+    to: str = "+14155550199",
+    body: str = "hello",
+    sid: str | None = None,
+    **extra: str,
 ) -> dict[str, str]:
     """The parameters Twilio posts for one inbound SMS."""
     sid = sid or "SM" + secrets.token_hex(16)
@@ -149,7 +153,8 @@ def twilio_form(
     return form
 
 
-def twilio_signature(url: str, form: dict[str, str], *, secret: str = AUTH_TOKEN,
-                     algorithm: str | None = None) -> str:
+def twilio_signature(
+    url: str, form: dict[str, str], *, secret: str = AUTH_TOKEN, algorithm: str | None = None
+) -> str:
     """Signed by the twilio package's own RequestValidator, not by our code."""
     return RequestValidator(secret).compute_signature(url, form, algorithm)  # type: ignore[no-any-return]

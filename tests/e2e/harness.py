@@ -85,9 +85,7 @@ class Deployment:
 
     def cli(self, *args: str, deadline: Deadline) -> Any:
         """Run ``optmsg ARGS --json``; return its JSON document or fail with its stderr."""
-        return run_optmsg_json(
-            [*args, "--json"], cwd=self.root, env=self.env, deadline=deadline
-        )
+        return run_optmsg_json([*args, "--json"], cwd=self.root, env=self.env, deadline=deadline)
 
     def load_settings(self) -> Settings:
         """The settings exactly as the deployment's processes see them (file + env)."""

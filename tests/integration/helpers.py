@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
+from gateway.pipeline import IngestPipeline
 from inbox import store
 from inbox.addresses import E164
 from inbox.db import Database
+from inbox.message import Channel, Inbound, IngestResult
 from inbox.models import messages_t
 from optin import trust
-from tests.conftest import PUBLIC_URL, twilio_form, twilio_signature
+from optin.decide import Policy
+from tests.conftest import PUBLIC_URL, twilio_signature
 
 SMS_PATH = "/bridges/twilio/sms"
 
@@ -67,4 +70,24 @@ def message_rows(db: Database) -> list[Any]:
         return list(conn.execute(sa.select(messages_t).order_by(messages_t.c.id)))
 
 
-__all__ = ["twilio_form"]
+USER_NUMBER = "+14155550199"
+
+
+def inbound(
+    sid: str, sender: str = "+14155550111", to: str = "+14155550199", text: str = "hi"
+) -> Inbound:
+    return Inbound(
+        bridge="twilio",
+        external_id=sid,
+        channel=Channel.SMS,
+        sender=E164(sender),
+        recipient=E164(to),
+        text=text,
+        received_at=datetime.now(UTC),
+    )
+
+
+def run_batch(db: Database, batch: list[Inbound]) -> list[IngestResult]:
+    pipeline = IngestPipeline(Policy())
+    with db.write.begin() as conn:
+        return pipeline.process(conn, batch)

@@ -60,14 +60,32 @@ async def test_invalid_tokens_are_unauthorized(world: World, header: str) -> Non
 async def test_inbox_and_quarantine_list_the_right_messages(world: World) -> None:
     await post_signed(world.client, twilio_form(sender="+14155550100", body="trusted"))
     await post_signed(world.client, twilio_form(sender="+14155550111", body="stranger"))
-    inbox = await (await world.client.get("/api/v1/messages?folder=inbox", headers=world.auth(world.ada_token))).json()
-    held = await (await world.client.get("/api/v1/messages?folder=quarantine", headers=world.auth(world.ada_token))).json()
+    inbox = await (
+        await world.client.get("/api/v1/messages?folder=inbox", headers=world.auth(world.ada_token))
+    ).json()
+    held = await (
+        await world.client.get(
+            "/api/v1/messages?folder=quarantine", headers=world.auth(world.ada_token)
+        )
+    ).json()
     assert [m["text"] for m in inbox["items"]] == ["trusted"]
     assert [m["text"] for m in held["items"]] == ["stranger"]
     assert inbox["next"] is None
     message = inbox["items"][0]
-    for field in ("id", "folder", "channel", "bridge", "sender", "recipient", "subject", "text",
-                  "html", "received_at", "read", "attachments"):
+    for field in (
+        "id",
+        "folder",
+        "channel",
+        "bridge",
+        "sender",
+        "recipient",
+        "subject",
+        "text",
+        "html",
+        "received_at",
+        "read",
+        "attachments",
+    ):
         assert field in message
     assert message["channel"] == "sms" and message["read"] is False
 
@@ -85,9 +103,11 @@ async def test_cursor_pages_through_everything_newest_first(world: World) -> Non
     url = "/api/v1/messages?folder=inbox&limit=3"
     cursor = None
     while True:
-        page = await (await world.client.get(
-            url + (f"&cursor={cursor}" if cursor else ""), headers=world.auth(world.ada_token)
-        )).json()
+        page = await (
+            await world.client.get(
+                url + (f"&cursor={cursor}" if cursor else ""), headers=world.auth(world.ada_token)
+            )
+        ).json()
         seen.extend(m["text"] for m in page["items"])
         cursor = page["next"]
         if cursor is None:
@@ -97,18 +117,32 @@ async def test_cursor_pages_through_everything_newest_first(world: World) -> Non
 
 async def test_get_one_message(world: World) -> None:
     await post_signed(world.client, twilio_form(sender="+14155550100", body="one"))
-    (item,) = (await (await world.client.get("/api/v1/messages", headers=world.auth(world.ada_token))).json())["items"]
-    resp = await world.client.get(f"/api/v1/messages/{item['id']}", headers=world.auth(world.ada_token))
+    (item,) = (
+        await (
+            await world.client.get("/api/v1/messages", headers=world.auth(world.ada_token))
+        ).json()
+    )["items"]
+    resp = await world.client.get(
+        f"/api/v1/messages/{item['id']}", headers=world.auth(world.ada_token)
+    )
     assert resp.status == 200
     assert (await resp.json())["text"] == "one"
 
 
 async def test_another_users_message_is_not_found(world: World) -> None:
     await post_signed(world.client, twilio_form(sender="+14155550100", body="ada's"))
-    (item,) = (await (await world.client.get("/api/v1/messages", headers=world.auth(world.ada_token))).json())["items"]
-    resp = await world.client.get(f"/api/v1/messages/{item['id']}", headers=world.auth(world.bob_token))
+    (item,) = (
+        await (
+            await world.client.get("/api/v1/messages", headers=world.auth(world.ada_token))
+        ).json()
+    )["items"]
+    resp = await world.client.get(
+        f"/api/v1/messages/{item['id']}", headers=world.auth(world.bob_token)
+    )
     assert resp.status == 404
-    listing = await (await world.client.get("/api/v1/messages", headers=world.auth(world.bob_token))).json()
+    listing = await (
+        await world.client.get("/api/v1/messages", headers=world.auth(world.bob_token))
+    ).json()
     assert listing["items"] == []
 
 
@@ -130,9 +164,12 @@ async def test_bad_list_parameters_are_bad_requests(world: World, query: str) ->
 async def test_cursor_from_one_folder_is_refused_in_another(world: World) -> None:
     for i in range(3):
         await post_signed(world.client, twilio_form(sender="+14155550100", body=f"m{i}"))
-    page = await (await world.client.get("/api/v1/messages?limit=1", headers=world.auth(world.ada_token))).json()
+    page = await (
+        await world.client.get("/api/v1/messages?limit=1", headers=world.auth(world.ada_token))
+    ).json()
     resp = await world.client.get(
-        f"/api/v1/messages?folder=quarantine&cursor={page['next']}", headers=world.auth(world.ada_token)
+        f"/api/v1/messages?folder=quarantine&cursor={page['next']}",
+        headers=world.auth(world.ada_token),
     )
     assert resp.status == 400
 

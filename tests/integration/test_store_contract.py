@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,26 +16,13 @@ from inbox.blobs import DirectoryBlobStore
 from inbox.committer import GroupCommitter
 from inbox.db import Database
 from inbox.errors import Conflict, NotFound
-from inbox.message import Channel, Folder, Inbound, IngestResult, Outcome
+from inbox.message import Folder, Inbound, IngestResult, Outcome
 from inbox.models import attachments_t, messages_t, trust_entries_t
 from optin import NotQuarantined, TrustVerdict, deny, release, trust
 from optin.decide import Policy
-from tests.integration.helpers import make_user
+from tests.integration.helpers import inbound, make_user, run_batch
 
 USER_NUMBER = "+14155550199"
-
-
-def inbound(sid: str, sender: str = "+14155550111", to: str = USER_NUMBER, text: str = "hi") -> Inbound:
-    return Inbound(
-        bridge="twilio", external_id=sid, channel=Channel.SMS, sender=E164(sender),
-        recipient=E164(to), text=text, received_at=datetime.now(UTC),
-    )
-
-
-def run_batch(db: Database, batch: list[Inbound]) -> list[IngestResult]:
-    pipeline = IngestPipeline(Policy())
-    with db.write.begin() as conn:
-        return pipeline.process(conn, batch)
 
 
 def count(db: Database, table: sa.Table, **where: str) -> int:

@@ -40,13 +40,20 @@ async def client(
     return await aiohttp_client(create_app(settings))
 
 
-async def test_trusted_sender_lands_in_inbox_and_twiml_is_returned(client: Client, db: Database) -> None:
+async def test_trusted_sender_lands_in_inbox_and_twiml_is_returned(
+    client: Client, db: Database
+) -> None:
     resp = await post_signed(client, twilio_form(sender=TRUSTED, body="hi"))
     assert resp.status == 200
     assert resp.content_type == "text/xml"
     assert await resp.text() == EMPTY_TWIML
     (row,) = message_rows(db)
-    assert (row.folder, row.sender, row.recipient, row.text) == ("inbox", TRUSTED, USER_NUMBER, "hi")
+    assert (row.folder, row.sender, row.recipient, row.text) == (
+        "inbox",
+        TRUSTED,
+        USER_NUMBER,
+        "hi",
+    )
 
 
 async def test_unknown_sender_lands_in_quarantine(client: Client, db: Database) -> None:
@@ -85,7 +92,9 @@ async def test_shared_key_hmac_sha256_signature_is_accepted(client: Client, db: 
     assert len(message_rows(db)) == 1
 
 
-async def test_shared_key_signature_with_unknown_key_id_is_forbidden(client: Client, db: Database) -> None:
+async def test_shared_key_signature_with_unknown_key_id_is_forbidden(
+    client: Client, db: Database
+) -> None:
     resp = await post_signed(
         client,
         twilio_form(),
@@ -97,7 +106,9 @@ async def test_shared_key_signature_with_unknown_key_id_is_forbidden(client: Cli
     assert message_rows(db) == []
 
 
-async def test_sha256_claimed_but_signed_with_auth_token_is_forbidden(client: Client, db: Database) -> None:
+async def test_sha256_claimed_but_signed_with_auth_token_is_forbidden(
+    client: Client, db: Database
+) -> None:
     resp = await post_signed(
         client,
         twilio_form(),
@@ -111,7 +122,8 @@ async def test_sha256_claimed_but_signed_with_auth_token_is_forbidden(client: Cl
 
 async def test_unsupported_signature_algorithm_is_forbidden(client: Client) -> None:
     resp = await post_signed(
-        client, twilio_form(),
+        client,
+        twilio_form(),
         headers={"X-Twilio-Webhooks-Signature-Settings": f"key={SHARED_KEY_ID},algorithm=MD5"},
     )
     assert resp.status == 403
@@ -134,7 +146,9 @@ async def test_signature_over_url_with_or_without_default_port_is_accepted(
 async def test_signature_over_spoofed_host_is_forbidden(client: Client, db: Database) -> None:
     # The Host header is the client's to choose; we check against public_url only.
     resp = await post_signed(
-        client, twilio_form(), signed_url="https://evil.example.com" + SMS_PATH,
+        client,
+        twilio_form(),
+        signed_url="https://evil.example.com" + SMS_PATH,
         headers={"Host": "evil.example.com"},
     )
     assert resp.status == 403
@@ -156,7 +170,9 @@ async def test_query_string_is_part_of_the_signed_url(client: Client, db: Databa
     assert forged.status == 403
 
 
-async def test_forged_signature_is_forbidden_and_nothing_is_stored(client: Client, db: Database) -> None:
+async def test_forged_signature_is_forbidden_and_nothing_is_stored(
+    client: Client, db: Database
+) -> None:
     resp = await post_signed(client, twilio_form(), secret="wrong-token-0123456789")
     assert resp.status == 403
     assert resp.content_type == "application/problem+json"
@@ -174,7 +190,8 @@ async def test_tampered_body_is_forbidden(client: Client, db: Database) -> None:
 
     sig = twilio_signature(PUBLIC_URL + SMS_PATH, form)
     resp = await client.post(
-        SMS_PATH, data=urlencode(tampered),
+        SMS_PATH,
+        data=urlencode(tampered),
         headers={"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert resp.status == 403
@@ -190,13 +207,16 @@ async def test_missing_signature_is_forbidden(client: Client, db: Database) -> N
 
 async def test_non_base64_signature_is_forbidden(client: Client) -> None:
     resp = await client.post(
-        SMS_PATH, data=urlencode(twilio_form()),
+        SMS_PATH,
+        data=urlencode(twilio_form()),
         headers={"X-Twilio-Signature": "!!!", "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert resp.status == 403
 
 
-async def test_replayed_message_sid_is_acknowledged_and_stored_once(client: Client, db: Database) -> None:
+async def test_replayed_message_sid_is_acknowledged_and_stored_once(
+    client: Client, db: Database
+) -> None:
     form = twilio_form(sender=STRANGER)
     first = await post_signed(client, form)
     second = await post_signed(client, form)
@@ -257,7 +277,8 @@ async def test_unknown_parameters_are_kept_not_refused(client: Client, db: Datab
 
 async def test_wrong_content_type_is_a_bad_request(client: Client, db: Database) -> None:
     resp = await client.post(
-        SMS_PATH, data=b'{"From": "x"}',
+        SMS_PATH,
+        data=b'{"From": "x"}',
         headers={"Content-Type": "application/json", "X-Twilio-Signature": "AAAA"},
     )
     assert resp.status == 400
@@ -266,7 +287,8 @@ async def test_wrong_content_type_is_a_bad_request(client: Client, db: Database)
 
 async def test_non_utf8_body_is_a_bad_request(client: Client) -> None:
     resp = await client.post(
-        SMS_PATH, data=b"Body=\xff\xfe&From=1",
+        SMS_PATH,
+        data=b"Body=\xff\xfe&From=1",
         headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "AAAA"},
     )
     assert resp.status == 400
@@ -274,7 +296,8 @@ async def test_non_utf8_body_is_a_bad_request(client: Client) -> None:
 
 async def test_percent_encoded_invalid_utf8_is_a_bad_request(client: Client) -> None:
     resp = await client.post(
-        SMS_PATH, data=b"Body=%ff%fe&From=1",
+        SMS_PATH,
+        data=b"Body=%ff%fe&From=1",
         headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "AAAA"},
     )
     assert resp.status == 400
@@ -317,14 +340,21 @@ async def test_mms_media_become_pending_attachments(client: Client, db: Database
 
     with db.read.connect() as conn:
         atts = list(conn.execute(sa.select(attachments_t).order_by(attachments_t.c.content_type)))
-    assert [(a.content_type, a.status) for a in atts] == [("image/jpeg", "pending"), ("image/png", "pending")]
+    assert [(a.content_type, a.status) for a in atts] == [
+        ("image/jpeg", "pending"),
+        ("image/png", "pending"),
+    ]
 
 
 async def test_server_keeps_serving_after_hostile_input(client: Client, db: Database) -> None:
     for body in (b"", b"&&&==", b"%", b"a=%zz", b"\x00" * 100):
         resp = await client.post(
-            SMS_PATH, data=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "AA=="},
+            SMS_PATH,
+            data=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": "AA==",
+            },
         )
         assert resp.status in (400, 403)
     ok = await post_signed(client, twilio_form())

@@ -21,7 +21,9 @@ from optin.decide import (
 PHONE = E164("+14155550100")
 EMAIL = EmailAddress("ada@example.com")
 STRICT = Policy()
-DMARC_PASS = SenderAuth(spf=AuthResult.PASS, dkim=AuthResult.PASS, dmarc=AuthResult.PASS, aligned=True)
+DMARC_PASS = SenderAuth(
+    spf=AuthResult.PASS, dkim=AuthResult.PASS, dmarc=AuthResult.PASS, aligned=True
+)
 SPF_ONLY_UNALIGNED = SenderAuth(spf=AuthResult.PASS, aligned=False)
 
 
