@@ -84,6 +84,9 @@ class SignatureVerifier:
     public_url: str
     auth_token: bytes
     shared_keys: Mapping[str, bytes]
+    # Connection overrides (``#rc=5&rp=ct,rt``) live in the URL fragment, which the
+    # client never sends; when configured, the URL with it is accepted too.
+    url_fragment: str = ""
 
     def _secret_and_hash(self, settings_header: str | None) -> tuple[bytes, str]:
         if not settings_header:
@@ -118,7 +121,10 @@ class SignatureVerifier:
         secret, algorithm = self._secret_and_hash(headers.get(SETTINGS_HEADER))
         digest = _HASHES[algorithm]
         url = self.public_url + path_qs
-        for candidate in dict.fromkeys(url_variants(url)):
+        candidates = list(url_variants(url))
+        if self.url_fragment:
+            candidates += [c + "#" + self.url_fragment for c in candidates]
+        for candidate in dict.fromkeys(candidates):
             expected = hmac.new(secret, signing_payload(candidate, params), digest).digest()
             if hmac.compare_digest(expected, given):
                 return

@@ -139,6 +139,9 @@ class TwilioSettings(_Section):
     auth_token: SecretStr = SecretStr("")
     # SharedKey webhook signing (HMAC-SHA256): key id -> secret. Several ids allow rotation.
     webhook_shared_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # The connection-override fragment configured on Twilio's side (without '#'),
+    # e.g. "rc=5&rp=ct,rt,5xx"; signatures over the URL with it are accepted too.
+    webhook_url_fragment: str = Field(default="", max_length=200)
     api_base_url: str = "https://api.twilio.com"
     media_hosts: list[str] = Field(default_factory=lambda: ["api.twilio.com", "mms.twiliocdn.com"])
 

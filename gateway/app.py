@@ -55,6 +55,7 @@ def _twilio_bridge(settings: Settings) -> TwilioBridge:
         shared_keys={
             k: v.get_secret_value().encode("utf-8") for k, v in tw.webhook_shared_keys.items()
         },
+        url_fragment=tw.webhook_url_fragment.lstrip("#"),
     )
     return TwilioBridge(
         verifier=verifier,

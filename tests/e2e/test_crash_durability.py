@@ -39,7 +39,7 @@ RESTART_PAUSE_S = 0.5
 RETRY_PAUSE_S = 0.05
 REQUEST_TIMEOUT_S = 5.0
 # The scenario and the API check together stay well under 90 s.
-SCENARIO_BUDGET_S = 70.0
+SCENARIO_BUDGET_S = 13.0
 API_BUDGET_S = 10.0
 PAGE_LIMIT = 200
 

@@ -365,3 +365,17 @@ async def test_get_on_webhook_is_method_not_allowed(client: Client) -> None:
     resp = await client.get(SMS_PATH)
     assert resp.status == 405
     assert resp.content_type == "application/problem+json"
+
+
+async def test_signature_over_url_with_connection_override_fragment_needs_config(
+    client: Client, settings: Settings, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    fragment = "rc=5&rp=ct,rt,5xx"
+    signed_url = PUBLIC_URL + SMS_PATH + "#" + fragment
+    refused = await post_signed(client, twilio_form(), signed_url=signed_url)
+    assert refused.status == 403
+    twilio = settings.bridges.twilio.model_copy(update={"webhook_url_fragment": fragment})
+    bridges = settings.bridges.model_copy(update={"twilio": twilio})
+    configured = await aiohttp_client(create_app(settings.model_copy(update={"bridges": bridges})))
+    accepted = await post_signed(configured, twilio_form(), signed_url=signed_url)
+    assert accepted.status == 200
