@@ -248,7 +248,6 @@ class Settings(BaseSettings):
         return masked
 
 
-
 def _is_placeholder(secret: SecretStr) -> bool:
     value = secret.get_secret_value()
     return value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < 16
