@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from config import ConfigError, Settings, load_settings
 from gateway import devtools
+from gateway.logs import configure_logging
 from inbox import store
 from inbox.addresses import parse_address, parse_email, parse_phone
 from inbox.blobs import DirectoryBlobStore
@@ -45,7 +46,11 @@ def _print(args: argparse.Namespace, data: Any, text: str | Callable[[], str]) -
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(Path(args.config) if args.config else None)
+    settings = load_settings(Path(args.config) if args.config else None)
+    configure_logging(settings.log)
+    if args.command != "db":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    return settings
 
 
 def _db(settings: Settings) -> Database:
@@ -354,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-worker",
         action="store_true",
-        help="do not run background jobs in this process (workers run elsewhere)",
+        help="do not run background jobs in this process (workers run elsewhere); "
+        "no background jobs exist yet, so this changes nothing today",
     )
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)

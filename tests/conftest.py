@@ -158,3 +158,17 @@ def twilio_signature(
 ) -> str:
     """Signed by the twilio package's own RequestValidator, not by our code."""
     return RequestValidator(secret).compute_signature(url, form, algorithm)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """The CLI configures the root logger; give every test the logging it started with."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -39,7 +39,7 @@ RESTART_PAUSE_S = 0.5
 RETRY_PAUSE_S = 0.05
 REQUEST_TIMEOUT_S = 5.0
 # The scenario and the API check together stay well under 90 s.
-SCENARIO_BUDGET_S = 13.0
+SCENARIO_BUDGET_S = 70.0
 API_BUDGET_S = 10.0
 PAGE_LIMIT = 200
 
@@ -185,14 +185,15 @@ async def send_all_with_a_crash(
             tasks.create_task(kill_and_restart_mid_traffic(server, log, deadline))
             for _ in range(CLIENTS):
                 tasks.create_task(run_client(url, queue, log))
+        return log
     except TimeoutError:
-        pytest.fail(
-            f"only {len(log.acknowledged)} of {len(webhooks)} webhooks were acknowledged "
-            f"within {budget:.0f} s (gateway started {server.starts} time(s), "
-            f"{log.failed_attempts} failed attempts)",
-            pytrace=False,
-        )
-    return log
+        pass  # failed below, outside the handler, so the report is only our message
+    pytest.fail(
+        f"only {len(log.acknowledged)} of {len(webhooks)} webhooks were acknowledged within "
+        f"{budget:.0f} s (starts of the gateway: {server.starts}; "
+        f"failed attempts: {log.failed_attempts})",
+        pytrace=False,
+    )
 
 
 # --- the scenario -----------------------------------------------------------------------------

@@ -285,3 +285,17 @@ def test_quarantine_list_release_and_deny(
         ("+14155550111", "trusted", "release"),
         ("+14155550122", "blocked", "manual"),
     }
+
+
+def test_json_log_format_writes_one_json_object_per_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.setenv("OPTMSG_LOG__FORMAT", "json")
+    assert run(capsys, "db", "upgrade", "--json")[0] == 0
+    logging.getLogger("optmsg.test").warning("hello %s", "there")
+    _, err = capsys.readouterr()
+    record = json.loads(err.strip().splitlines()[-1])
+    assert record["event"] == "hello there"
+    assert record["level"] == "warning"

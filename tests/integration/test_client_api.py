@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from config import Settings
+from config import RedisSettings, Settings
 from gateway.app import create_app
 from inbox import store
 from inbox.db import Database
@@ -202,3 +202,40 @@ async def test_unknown_route_is_a_problem_not_a_page(world: World) -> None:
     resp = await world.client.get("/nope")
     assert resp.status == 404
     assert resp.content_type == "application/problem+json"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import socket
+
+    from tests.conftest import missing_service
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        missing_service("Redis", "nothing listens on 127.0.0.1:6379")
+    return "redis://127.0.0.1:6379/0"
+
+
+async def test_readiness_checks_the_configured_redis(
+    settings: Settings, redis_url: str, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client = await aiohttp_client(
+        create_app(settings.model_copy(update={"redis": RedisSettings(url=redis_url)}))
+    )
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["checks"]["broker"] == "ok"
+
+
+async def test_readiness_fails_when_redis_is_unreachable(
+    settings: Settings, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+
+    unreachable = RedisSettings(url="redis://127.0.0.1:1/0")
+    client = await aiohttp_client(create_app(settings.model_copy(update={"redis": unreachable})))
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["checks"]["broker"].startswith("unreachable")
+    assert body["status"] == "not ready"

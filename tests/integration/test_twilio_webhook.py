@@ -379,3 +379,30 @@ async def test_signature_over_url_with_connection_override_fragment_needs_config
     configured = await aiohttp_client(create_app(settings.model_copy(update={"bridges": bridges})))
     accepted = await post_signed(configured, twilio_form(), signed_url=signed_url)
     assert accepted.status == 200
+
+
+async def test_fifty_concurrent_posts_of_one_sid_store_one_row(
+    client: Client, db: Database
+) -> None:
+    import asyncio
+
+    form = twilio_form(sender=STRANGER)
+    responses = await asyncio.gather(*(post_signed(client, form) for _ in range(50)))
+    assert [r.status for r in responses] == [200] * 50
+    assert len(message_rows(db)) == 1
+
+
+async def test_store_failure_answers_503_without_internal_detail(
+    client: Client, db: Database
+) -> None:
+    import sqlalchemy as sa
+
+    with db.write.begin() as conn:
+        conn.execute(sa.text("DROP TABLE attachments"))
+        conn.execute(sa.text("DROP TABLE messages"))
+    resp = await post_signed(client, twilio_form(sender=TRUSTED))
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["detail"] == "the message could not be stored; try again"
+    assert "sqlite" not in str(body).lower() and "psycopg" not in str(body).lower()
+    assert (await client.get("/healthz")).status == 200
