@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from config import load_settings
 from gateway.devtools import sign
@@ -93,9 +93,10 @@ class BenchError(Exception):
 def write_requests(
     path: Path, count: int, url: str, token: str, account_sid: str, trusted_first: bool
 ) -> None:
-    """``count`` lines of "signature<TAB>urlencoded form", each with a fresh MessageSid;
-    alternate lines come from the trusted sender."""
-    with open(path, "w", encoding="ascii") as out:
+    """``count`` raw HTTP requests for webhook.lua, each followed by a NUL byte, each
+    with a fresh MessageSid; alternate requests come from the trusted sender."""
+    parts = urlsplit(url)
+    with open(path, "w", encoding="ascii", newline="") as out:
         for i in range(count):
             sid = "SM" + secrets.token_hex(16)
             params = [
@@ -112,7 +113,13 @@ def write_requests(
                 ("From", TRUSTED if (i % 2 == 0) == trusted_first else STRANGER),
                 ("ApiVersion", "2010-04-01"),
             ]
-            out.write(f"{sign(url, params, token)}\t{urlencode(params)}\n")
+            body = urlencode(params)
+            out.write(
+                f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"X-Twilio-Signature: {sign(url, params, token)}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}\0"
+            )
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -254,11 +261,10 @@ def wrk(
 # --- the two servers -----------------------------------------------------------------------
 
 
-def bench_bare(tmp: Path, url_path: str, args: argparse.Namespace) -> WrkResult:
-    port = free_port()
+def bench_bare(tmp: Path, port: int, args: argparse.Namespace) -> WrkResult:
     cmd = [sys.executable, str(BENCH / "bare_server.py"), "127.0.0.1", str(port)]
     with server(cmd, "bare: listening on", tmp, "bare") as proc:
-        url = f"http://127.0.0.1:{port}{url_path}"
+        url = f"http://127.0.0.1:{port}{SMS_PATH}"
         wrk(url, tmp / "warm", args.warmup, args, "(a) warm-up", proc.pid)
         return wrk(url, tmp / "run", args.duration, args, "(a) bare aiohttp", proc.pid)
 
@@ -423,6 +429,8 @@ def main() -> int:
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="optmsg-bench-") as name:
         tmp = Path(name)
+        # (a) then (b) listen on this one port in turn, so that both get byte-identical
+        # requests (the Host header and the signed URL are part of them).
         port = free_port()
         env = gateway_env(tmp, port)
         try:
@@ -435,7 +443,7 @@ def main() -> int:
                 jobs = [
                     pool.submit(
                         write_requests,
-                        tmp / f"{phase}-{thread}.tsv",
+                        tmp / f"{phase}-{thread}.http",
                         math.ceil(args.max_rate * seconds / args.threads),
                         url,
                         token,
@@ -448,7 +456,7 @@ def main() -> int:
                 for job in jobs:
                     job.result()
             print("(a) bare aiohttp ...", flush=True)
-            a = bench_bare(tmp, SMS_PATH, args)
+            a = bench_bare(tmp, port, args)
             print("(b) optmsg serve ...", flush=True)
             b, rows = bench_gateway(tmp, env, port, args)
         except BenchError as exc:

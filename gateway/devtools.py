@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlencode
@@ -52,8 +53,17 @@ def write_dev_config(path: Path, *, force: bool = False) -> bool:
     text = DEV_CONFIG.format(
         account_sid="AC" + secrets.token_hex(16), auth_token=secrets.token_hex(16)
     )
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the first byte: the file holds a secret.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return True
 
 

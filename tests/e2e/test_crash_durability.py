@@ -202,18 +202,8 @@ async def send_all_with_a_crash(
 def create_user_with_trusted_sender(deployment: Deployment, deadline: Deadline) -> tuple[str, str]:
     """Create the user, a client API token and the opt-in; returns (user id, token)."""
     user = deployment.cli(
-        "users",
-        "create",
-        "--first-name",
-        "A",
-        "--last-name",
-        "B",
-        "--dob",
-        "1990-01-01",
-        "--phone",
-        "+442079460958",
-        "--sms-number",
-        OPTMSG_NUMBER,
+        *["users", "create", "--first-name", "A", "--last-name", "B", "--dob", "1990-01-01"],
+        *["--phone", "+442079460958", "--sms-number", OPTMSG_NUMBER],
         deadline=deadline,
     )
     token = deployment.cli("tokens", "create", user["id"], deadline=deadline)["token"]

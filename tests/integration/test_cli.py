@@ -242,7 +242,7 @@ def test_db_upgrade_reports_the_revision(capsys: pytest.CaptureFixture[str]) -> 
 def test_dev_init_writes_a_config_that_loads(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    target = tmp_path / "dev.toml"
+    target = tmp_path / "new-dir" / "dev.toml"
     code, data, _ = run(capsys, "dev", "init", "--path", str(target), "--json")
     assert code == 0 and data["written"] is True
     assert run(capsys, "config", "check", "--config", str(target), "--json")[0] == 0
