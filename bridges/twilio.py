@@ -14,11 +14,9 @@ default port, because Twilio signs whichever form was configured on its side.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -38,7 +36,7 @@ TWIML_TYPE = "text/xml"
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 256  # a full MMS webhook with 10 media is under 60 fields
 MAX_MEDIA = 10  # Twilio's own cap on media per message
-_HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+_HASHES = {"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"}
 # Parameters that become fields of the normalised message; the rest are kept as metadata.
 _NORMALISED = frozenset({"From", "To", "Body", "MessageSid", "SmsMessageSid", "SmsSid", "NumMedia"})
 
@@ -65,28 +63,39 @@ def url_variants(url: str) -> tuple[str, str]:
 
 
 def signing_payload(url: str, params: Sequence[tuple[str, str]]) -> bytes:
-    """The string Twilio signs: the URL then each name+value, sorted by name then value."""
-    grouped: dict[str, set[str]] = {}
-    for name, value in params:
-        grouped.setdefault(name, set()).add(value)
+    """The string Twilio signs: the URL then each name+value, sorted by name then value,
+    a repeated (name, value) pair counted once (as Twilio's own validator does)."""
     pieces = [url]
-    for name in sorted(grouped):
-        for value in sorted(grouped[name]):
-            pieces.append(name)
-            pieces.append(value)
+    for name, value in sorted(set(params)):
+        pieces.append(name)
+        pieces.append(value)
     return "".join(pieces).encode("utf-8")
 
 
-@dataclass(frozen=True)
 class SignatureVerifier:
     """Checks ``X-Twilio-Signature`` against the URL built from ``public_url``."""
 
-    public_url: str
-    auth_token: bytes
-    shared_keys: Mapping[str, bytes]
-    # Connection overrides (``#rc=5&rp=ct,rt``) live in the URL fragment, which the
-    # client never sends; when configured, the URL with it is accepted too.
-    url_fragment: str = ""
+    def __init__(
+        self,
+        public_url: str,
+        auth_token: bytes,
+        shared_keys: Mapping[str, bytes],
+        url_fragment: str = "",
+    ) -> None:
+        self.auth_token = auth_token
+        self.shared_keys = dict(shared_keys)
+        # The URL bases to try, computed once: as configured first (what Twilio signs
+        # in the common case), then with the default port toggled.
+        self._bases = tuple(dict.fromkeys(url_variants(public_url)))
+        # Connection overrides (``#rc=5&rp=ct,rt``) live in the URL fragment, which
+        # the client never sends; when configured, the URL with it is accepted too.
+        self._suffix = "#" + url_fragment if url_fragment else ""
+
+    def _candidates(self, path_qs: str) -> list[str]:
+        urls = [base + path_qs for base in self._bases]
+        if self._suffix:
+            urls += [url + self._suffix for url in urls]
+        return urls
 
     def _secret_and_hash(self, settings_header: str | None) -> tuple[bytes, str]:
         if not settings_header:
@@ -114,19 +123,13 @@ class SignatureVerifier:
         signature = headers.get(SIGNATURE_HEADER)
         if not signature:
             raise SignatureInvalid("missing X-Twilio-Signature header")
-        try:
-            given = base64.b64decode(signature.strip(), validate=True)
-        except ValueError:
-            raise SignatureInvalid("X-Twilio-Signature is not base64") from None
+        # Compared in base64 form: encoding ours is C code, decoding theirs is not.
+        given = signature.strip().encode("ascii", "replace")
         secret, algorithm = self._secret_and_hash(headers.get(SETTINGS_HEADER))
         digest = _HASHES[algorithm]
-        url = self.public_url + path_qs
-        candidates = list(url_variants(url))
-        if self.url_fragment:
-            candidates += [c + "#" + self.url_fragment for c in candidates]
-        for candidate in dict.fromkeys(candidates):
-            expected = hmac.new(secret, signing_payload(candidate, params), digest).digest()
-            if hmac.compare_digest(expected, given):
+        for candidate in self._candidates(path_qs):
+            expected = hmac.digest(secret, signing_payload(candidate, params), digest)
+            if hmac.compare_digest(base64.b64encode(expected), given):
                 return
         raise SignatureInvalid("signature does not match this request")
 

@@ -28,7 +28,7 @@ async def _in_pool(request: web.Request, fn: Callable[..., T], *args: Any, **kwa
     # Database calls are blocking; they run on the read pool, never on the event loop.
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        request.app[READ_POOL], functools.partial(fn, *args, **kwargs)
+        request.config_dict[READ_POOL], functools.partial(fn, *args, **kwargs)
     )
 
 
@@ -38,13 +38,15 @@ def _unauthorized(detail: str) -> web.Response:
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith(API_PREFIX + "/") or request.path in _PUBLIC:
+    if request.path in _PUBLIC:
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _unauthorized("missing bearer token")
-    user_id = await _in_pool(request, store.user_for_token, request.app[DATABASE], token.strip())
+    user_id = await _in_pool(
+        request, store.user_for_token, request.config_dict[DATABASE], token.strip()
+    )
     if user_id is None:
         return _unauthorized("invalid or revoked token")
     request[USER_ID] = user_id
@@ -75,7 +77,7 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
         page = await _in_pool(
             request,
             store.list_messages,
-            request.app[DATABASE],
+            request.config_dict[DATABASE],
             request[USER_ID],
             folder,
             limit=limit,
@@ -90,7 +92,7 @@ async def get_message(request: web.Request) -> web.StreamResponse:
     message_id = request.match_info["message_id"]
     try:
         message = await _in_pool(
-            request, store.get_message, request.app[DATABASE], request[USER_ID], message_id
+            request, store.get_message, request.config_dict[DATABASE], request[USER_ID], message_id
         )
     except NotFound:
         return problem(404, "no such message")
@@ -101,7 +103,11 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     return web.json_response(openapi_document())
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get(f"{API_PREFIX}/openapi.json", openapi)
-    app.router.add_get(f"{API_PREFIX}/messages", list_messages)
-    app.router.add_get(f"{API_PREFIX}/messages/{{message_id}}", get_message)
+def api_app() -> web.Application:
+    """The client API as a sub-application, so that its middleware (token checks)
+    runs for API requests only and never on the provider webhooks' hot path."""
+    api = web.Application(middlewares=[bearer_auth])
+    api.router.add_get("/openapi.json", openapi)
+    api.router.add_get("/messages", list_messages)
+    api.router.add_get("/messages/{message_id}", get_message)
+    return api

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from bridges.twilio import SignatureVerifier, TwilioBridge
@@ -18,12 +20,15 @@ from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
 from inbox.blobs import DirectoryBlobStore
 from inbox.committer import GroupCommitter
-from inbox.db import open_database
+from inbox.db import Database, checkpoint, open_database
 from inbox.message import Inbound, IngestResult
 from inbox.migrate import upgrade
 from optin.decide import Policy
 
 log = logging.getLogger(__name__)
+
+# How often the WAL is folded back into the SQLite file (see inbox.db.checkpoint).
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 @web.middleware
@@ -64,16 +69,26 @@ def _twilio_bridge(settings: Settings) -> TwilioBridge:
     )
 
 
+async def _checkpoint_periodically(db: Database, pool: ThreadPoolExecutor) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+        try:
+            await loop.run_in_executor(pool, checkpoint, db)
+        except sa.exc.SQLAlchemyError:
+            log.exception("WAL checkpoint failed; will retry")
+
+
 def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
     """Build the app. The database, writer thread and pools open when the app starts
     (``cleanup_ctx``) and close when it stops; ``migrate`` applies migrations first."""
     app = web.Application(
-        middlewares=[errors_as_problems, api.bearer_auth],
+        middlewares=[errors_as_problems],
         client_max_size=max(settings.http.max_webhook_bytes, settings.http.max_api_body_bytes),
     )
     # Created here (nothing connects yet) so that app state is complete before the
     # app is frozen; threads start and connections open in ``resources``.
-    db = open_database(settings.database)
+    db = open_database(settings.database, background_checkpoint=True)
     pool = ThreadPoolExecutor(max_workers=settings.database.pool_size, thread_name_prefix="db-read")
     pipeline = IngestPipeline(Policy(require_email_auth=settings.optin.require_email_auth))
     committer: GroupCommitter[Inbound, IngestResult] = GroupCommitter(
@@ -92,10 +107,14 @@ def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
             if migrate:
                 await loop.run_in_executor(pool, upgrade, db)
             committer.start()
+            checkpointer = asyncio.create_task(_checkpoint_periodically(db, pool))
             yield
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointer
         finally:
-            # Finish what was submitted before the event loop goes away.
-            await loop.run_in_executor(None, committer.stop)
+            # Commit what was submitted before the event loop goes away.
+            await committer.stop()
             pool.shutdown(wait=True)
             db.dispose()
 
@@ -106,5 +125,5 @@ def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
     if settings.bridges.twilio.enabled:
         app[TWILIO] = _twilio_bridge(settings)
         app.router.add_post("/bridges/twilio/sms", webhooks.twilio_sms)
-    api.add_routes(app)
+    app.add_subapp(api.API_PREFIX, api.api_app())
     return app

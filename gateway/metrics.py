@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from inbox.message import Outcome
 
-@dataclass
+
+@dataclass(eq=False)
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -44,3 +47,18 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+
+    # Resolving label values costs a dict lookup plus locking per call; the hot path
+    # asks for the same few children again and again, so they are cached.
+    def count_inbound(self, bridge: str, outcome: Outcome, *, duplicate: bool) -> None:
+        self._inbound_child(bridge, outcome, duplicate).inc()
+
+    @lru_cache(maxsize=256)  # noqa: B019 - one Metrics per app, lives as long as the app
+    def _inbound_child(self, bridge: str, outcome: Outcome, duplicate: bool) -> Counter:
+        if duplicate:
+            return self.duplicates.labels(bridge)
+        return self.messages.labels(bridge, outcome.value)
+
+    @lru_cache(maxsize=64)  # noqa: B019 - one Metrics per app, lives as long as the app
+    def webhook_latency(self, bridge: str) -> Histogram:
+        return self.webhook_seconds.labels(bridge)

@@ -21,11 +21,9 @@ _REJECT_REASON = {SignatureInvalid: "signature", PayloadTooLarge: "too_large"}
 
 def _webhook_request(request: web.Request, body: bytes) -> WebhookRequest:
     # raw_path keeps the percent-encoding Twilio signed; the host part comes from config.
+    # aiohttp's headers mapping is already case-insensitive: no copy on the hot path.
     return WebhookRequest(
-        method=request.method,
-        path_qs=request.raw_path,
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=body,
+        method=request.method, path_qs=request.raw_path, headers=request.headers, body=body
     )
 
 

@@ -91,7 +91,7 @@ async def test_group_committer_stores_concurrent_submissions_once(db: Database) 
         sids = [f"SM{i % 100}" for i in range(400)]
         results = await asyncio.gather(*(committer.submit(inbound(s)) for s in sids))
     finally:
-        committer.stop()
+        await committer.stop()
     assert count(db, messages_t) == 100
     assert len({r.message_id for r in results}) == 100
     assert committer.batches < 400  # batched, not one transaction per message
