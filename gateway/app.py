@@ -92,7 +92,11 @@ def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
     pool = ThreadPoolExecutor(max_workers=settings.database.pool_size, thread_name_prefix="db-read")
     pipeline = IngestPipeline(Policy(require_email_auth=settings.optin.require_email_auth))
     committer: GroupCommitter[Inbound, IngestResult] = GroupCommitter(
-        db.write, pipeline.process, max_batch=settings.database.batch_max, name="ingest-writer"
+        db.write,
+        pipeline.process,
+        max_batch=settings.database.batch_max,
+        lock_timeout=settings.database.busy_timeout_ms / 1000,
+        name="ingest-writer",
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()

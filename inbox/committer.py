@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,9 +62,12 @@ class GroupCommitter(Generic[T, R]):
         *,
         max_batch: int = 256,
         inline: bool | None = None,
+        lock_timeout: float = 10.0,
         name: str = "group-commit",
     ) -> None:
         self._engine = engine
+        self._lock_timeout = lock_timeout
+        self._conn: sa.Connection | None = None
         self._work = work
         self._max_batch = max_batch
         self._inline = engine.dialect.name == "sqlite" if inline is None else inline
@@ -77,6 +81,13 @@ class GroupCommitter(Generic[T, R]):
 
     def start(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        if self._inline:
+            # One long-lived connection: no pool checkout per batch. It never waits
+            # for the lock inside SQLite (that would block the event loop); a busy
+            # BEGIN is retried on the thread instead (_begin_waiting).
+            self._conn = self._engine.connect()
+            driver = self._conn.connection.driver_connection
+            driver.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
 
     async def submit(self, item: T) -> R:
         if self._closed or self._thread is None:
@@ -96,6 +107,8 @@ class GroupCommitter(Generic[T, R]):
             await asyncio.shield(self._drainer)
         if self._thread is not None:
             self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
 
     async def _drain(self) -> None:
         try:
@@ -131,18 +144,22 @@ class GroupCommitter(Generic[T, R]):
         else:
             # SQLite: the statements run on the event loop; the commit (an fsync) runs
             # on the thread so that the loop keeps reading requests meanwhile, which
-            # then form the next batch. Waiting for a lock held by another process
-            # goes to the thread too.
-            begun = self._begin_if_unlocked()
-            if begun is None:
-                begun = await loop.run_in_executor(self._thread, self._begin)
-            conn, trans = begun
+            # then form the next batch.
+            conn = self._conn
+            if conn is None:
+                raise WriterClosed("the writer is not running")
+            try:
+                trans = conn.begin()
+            except sa.exc.OperationalError as exc:
+                if not _is_locked(exc):
+                    raise
+                trans = await loop.run_in_executor(self._thread, self._begin_waiting, conn)
             try:
                 results = self._work(conn, items)
             except BaseException:
-                _finish(conn, trans, False)
+                _end(trans, commit=False)
                 raise
-            await loop.run_in_executor(self._thread, _finish, conn, trans, True)
+            await loop.run_in_executor(self._thread, _end, trans, True)
         self.batches += 1
         self.items += len(items)
         return results
@@ -165,23 +182,30 @@ class GroupCommitter(Generic[T, R]):
             conn.close()
             raise
 
-    def _begin_if_unlocked(self) -> tuple[sa.Connection, sa.RootTransaction] | None:
-        """SQLite: take the write lock without waiting, or return None when another
-        connection holds it (then the caller waits for it on the thread)."""
-        conn = self._engine.connect()
-        raw = conn.connection.driver_connection
-        timeout = raw.execute("PRAGMA busy_timeout").fetchone()[0]  # type: ignore[union-attr]
-        raw.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
-        try:
-            trans = conn.begin()
-        except sa.exc.OperationalError:
-            trans = None
-        finally:
-            raw.execute(f"PRAGMA busy_timeout = {int(timeout)}")  # type: ignore[union-attr]
-        if trans is None:
-            conn.close()
-            return None
-        return conn, trans
+    def _begin_waiting(self, conn: sa.Connection) -> sa.RootTransaction:
+        """Another process holds the write lock (the CLI, a migration): poll for it
+        here, off the event loop, for up to the lock timeout."""
+        deadline = time.monotonic() + self._lock_timeout
+        pause = 0.001
+        while True:
+            try:
+                return conn.begin()
+            except sa.exc.OperationalError as exc:
+                if not _is_locked(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
+def _is_locked(exc: sa.exc.OperationalError) -> bool:
+    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
+
+
+def _end(trans: sa.RootTransaction, commit: bool) -> None:
+    if commit:
+        trans.commit()
+    elif trans.is_active:
+        trans.rollback()
 
 
 def _finish(conn: sa.Connection, trans: sa.RootTransaction, commit: bool) -> None:

@@ -187,3 +187,44 @@ def test_deleting_a_user_removes_their_rows_everywhere(db: Database, tmp_path: P
     assert count(db, messages_t, user_id=keep_id) == 1
     with pytest.raises(NotFound):
         store.get_user(db, user_id)
+
+
+async def test_group_committer_waits_for_a_lock_held_by_another_process(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from config import DatabaseSettings
+    from inbox.db import open_database
+    from inbox.migrate import upgrade
+
+    db = open_database(DatabaseSettings(url=sqlite_url), background_checkpoint=True)
+    upgrade(db)
+    make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
+    committer: GroupCommitter[Inbound, IngestResult] = GroupCommitter(
+        db.write, IngestPipeline(Policy()).process, lock_timeout=5
+    )
+    committer.start()
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        pending = asyncio.ensure_future(committer.submit(inbound("SMlocked")))
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # waiting for the lock, not failing
+        other.execute("COMMIT")
+        result = await asyncio.wait_for(pending, 5)
+        assert result.outcome is Outcome.QUARANTINED
+        (after,) = await asyncio.gather(committer.submit(inbound("SMafter")))
+        assert after.outcome is Outcome.QUARANTINED
+    finally:
+        other.close()
+        await committer.stop()
+        db.dispose()
+    assert count_rows(sqlite_url) == 2
+
+
+def count_rows(sqlite_url: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+        return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
