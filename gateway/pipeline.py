@@ -47,6 +47,10 @@ class IngestPipeline:
                 # Blocked senders leave no trace: nothing stored, nothing notified.
                 results[i] = IngestResult(Outcome.DROPPED, decision.reason)
                 continue
+            if msg.hold_reason is not None:
+                # The bridge found it hostile or unreadable: held even from a trusted
+                # sender, with the bridge's reason.
+                decision = Decision(Verdict.QUARANTINE, msg.hold_reason)
             to_store.append(
                 NewMessage(user_id, msg, str(_FOLDER[decision.verdict]), decision.reason)
             )

@@ -9,6 +9,7 @@ the placeholder and in PostgreSQL's row lock. Everything else uses SQLAlchemy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class NewMessage:
 
 _MESSAGE_COLUMNS = (
     "id, user_id, bridge, external_id, direction, channel, folder, sender, recipient, "
-    "subject, text, html, received_at, read, reason, auth, provider_meta"
+    "subject, text, html, received_at, read, reason, auth, provider_meta, raw_id"
 )
 _ATTACHMENT_COLUMNS = (
     "id, message_id, user_id, filename, content_type, size, status, sha256, remote_url, "
@@ -131,7 +132,7 @@ def insert_messages(conn: sa.Connection, new: Sequence[NewMessage]) -> list[Stor
     cur, d = _cursor(conn)
     now = d.when(datetime.now(UTC))
     insert_message = (
-        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({d.marks(17)}) "
+        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({d.marks(18)}) "
         "ON CONFLICT (bridge, external_id) DO NOTHING"
     )
     by_key: dict[tuple[str, str], StoredRef] = {}
@@ -167,6 +168,7 @@ def insert_messages(conn: sa.Connection, new: Sequence[NewMessage]) -> list[Stor
                 # Default arguments keep json on its cached C encoder (any keyword
                 # argument builds a new, slower encoder per call).
                 json.dumps(dict(msg.provider_meta)) if msg.provider_meta else None,
+                msg.raw_id,
             ),
         )
         if cur.rowcount != 1:
@@ -174,6 +176,7 @@ def insert_messages(conn: sa.Connection, new: Sequence[NewMessage]) -> list[Stor
             continue
         by_key[key] = StoredRef(message_id, item.folder, item.reason, True)
         for att in msg.attachments:
+            stored = att.content is not None
             attachment_rows.append(
                 (
                     new_id("att"),
@@ -182,8 +185,8 @@ def insert_messages(conn: sa.Connection, new: Sequence[NewMessage]) -> list[Stor
                     att.filename,
                     att.content_type,
                     len(att.content) if att.content is not None else None,
-                    AttachmentStatus.PENDING.value,
-                    None,
+                    (AttachmentStatus.STORED if stored else AttachmentStatus.PENDING).value,
+                    hashlib.sha256(att.content).hexdigest() if att.content is not None else None,
                     att.remote_url,
                     None,
                     now,

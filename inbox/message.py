@@ -65,7 +65,9 @@ class SenderAuth:
 
 @dataclass(frozen=True, slots=True)
 class InboundAttachment:
-    """An attachment as received: inline bytes (email) or a remote reference (MMS)."""
+    """An attachment as received: inline bytes (email; the bridge has already put
+    them in the blob store, so the row is written as stored) or a remote reference
+    (MMS; fetched later)."""
 
     content_type: str
     filename: str | None = None
@@ -91,6 +93,11 @@ class Inbound:
     # None: the channel has no sender authentication of its own (SMS: the carrier's word).
     auth: SenderAuth | None = None
     provider_meta: Mapping[str, str] = field(default_factory=dict)
+    # Set by a bridge that found the message hostile or unreadable (a MIME bomb, an
+    # unparseable email): held in quarantine with this reason whoever the sender is.
+    hold_reason: str | None = None
+    # The raw email this was parsed from, kept for export.
+    raw_id: str | None = None
 
 
 class Outcome(enum.StrEnum):

@@ -85,6 +85,8 @@ class Message(SQLModel, table=True):
     reason: str = Field(max_length=200)
     auth: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     provider_meta: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # The raw email this message was parsed from (kept for export as .eml).
+    raw_id: str | None = Field(default=None, max_length=40)
 
 
 class Attachment(SQLModel, table=True):
@@ -107,6 +109,29 @@ class Attachment(SQLModel, table=True):
     created_at: datetime
 
 
+class RawMessage(SQLModel, table=True):
+    """An email exactly as received, committed before the SMTP ``250``; parsed after.
+
+    ``state`` is ``pending`` until every recipient's message is stored, then
+    ``done``; a pending row found at start-up is parsed again (idempotently).
+    """
+
+    __tablename__ = "raw_messages"
+    __table_args__ = (sa.Index("ix_raw_messages_state_id", "state", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    received_at: datetime
+    peer_ip: str = Field(max_length=64)
+    helo: str = Field(max_length=255)
+    mail_from: str = Field(max_length=320)
+    recipients: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # JSON list
+    size: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    state: str = Field(max_length=10)
+    error: str | None = Field(default=None, max_length=500)
+
+
 class ApiToken(SQLModel, table=True):
     """A client API bearer token. Only the SHA-256 of the token is stored."""
 
@@ -127,3 +152,4 @@ trust_entries_t = TrustEntry.__table__  # type: ignore[attr-defined]
 messages_t = Message.__table__  # type: ignore[attr-defined]
 attachments_t = Attachment.__table__  # type: ignore[attr-defined]
 api_tokens_t = ApiToken.__table__  # type: ignore[attr-defined]
+raw_messages_t = RawMessage.__table__  # type: ignore[attr-defined]

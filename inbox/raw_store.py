@@ -1,0 +1,117 @@
+"""The raw email spool: bytes committed before the SMTP ``250``, parsed afterwards.
+
+This is the Postfix cleanup / Action Mailbox pattern: acknowledging needs only a
+durable copy, and a message that cannot be parsed is still kept (and
+quarantined), never lost. A row stays ``pending`` until the messages parsed from
+it are stored; pending rows are processed again after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from inbox.db import Database
+from inbox.errors import NotFound
+from inbox.ids import new_id
+from inbox.models import raw_messages_t
+
+PENDING = "pending"
+DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class RawEmail:
+    id: str
+    received_at: datetime
+    peer_ip: str
+    helo: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+    sha256: str
+
+
+def new_raw(
+    *, peer_ip: str, helo: str, mail_from: str, recipients: Sequence[str], data: bytes
+) -> RawEmail:
+    return RawEmail(
+        id=new_id("raw"),
+        received_at=datetime.now(UTC),
+        peer_ip=peer_ip[:64],
+        helo=helo[:255],
+        mail_from=mail_from[:320],
+        recipients=tuple(recipients),
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def insert_raw_batch(conn: sa.Connection, items: Sequence[RawEmail]) -> list[str]:
+    """Group-commit work function: spool a batch of received emails."""
+    conn.execute(
+        raw_messages_t.insert(),
+        [
+            {
+                "id": r.id,
+                "received_at": r.received_at,
+                "peer_ip": r.peer_ip,
+                "helo": r.helo,
+                "mail_from": r.mail_from,
+                "recipients": json.dumps(list(r.recipients)),
+                "size": len(r.data),
+                "sha256": r.sha256,
+                "data": r.data,
+                "state": PENDING,
+                "error": None,
+            }
+            for r in items
+        ],
+    )
+    return [r.id for r in items]
+
+
+def pending_ids(db: Database, limit: int = 1000) -> list[str]:
+    with db.read.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(raw_messages_t.c.id)
+                .where(raw_messages_t.c.state == PENDING)
+                .order_by(raw_messages_t.c.id)
+                .limit(limit)
+            ).scalars()
+        )
+
+
+def load(db: Database, raw_id: str) -> RawEmail:
+    with db.read.connect() as conn:
+        row = conn.execute(sa.select(raw_messages_t).where(raw_messages_t.c.id == raw_id)).first()
+    if row is None:
+        raise NotFound(f"no raw message {raw_id}")
+    return RawEmail(
+        id=row.id,
+        received_at=row.received_at,
+        peer_ip=row.peer_ip,
+        helo=row.helo,
+        mail_from=row.mail_from,
+        recipients=tuple(json.loads(row.recipients)),
+        data=bytes(row.data),
+        sha256=row.sha256,
+    )
+
+
+def mark_done(
+    db: Database, raw_id: str, *, data: bytes | None = None, error: str | None = None
+) -> None:
+    """Mark processed; ``data`` replaces the stored bytes (with our own
+    Authentication-Results header added), ``error`` records why parsing failed."""
+    values: dict[str, object] = {"state": DONE, "error": error[:500] if error else None}
+    if data is not None:
+        values["data"] = data
+    with db.write.begin() as conn:
+        conn.execute(raw_messages_t.update().where(raw_messages_t.c.id == raw_id).values(**values))
