@@ -306,6 +306,8 @@ def gateway_env(tmp: Path, port: int) -> dict[str, str]:
         OPTMSG_HTTP__PUBLIC_URL=f"http://127.0.0.1:{port}",
         OPTMSG_DATABASE__URL=f"sqlite:///{tmp / 'optmsg.db'}",
         OPTMSG_STORAGE__BLOB_DIR=str(tmp / "blobs"),
+        # This benchmark measures webhooks only.
+        OPTMSG_SMTP__ENABLED="false",
     )
     return env
 

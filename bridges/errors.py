@@ -31,3 +31,24 @@ class PayloadTooLarge(BridgeError):
     """Raised when a request body is over the configured limit."""
 
     status = 413
+
+
+class DnsError(BridgeError):
+    """Root of the DNS errors raised by :mod:`bridges.dns` resolvers. Raised when a
+    lookup cannot be answered; "no such name" and "no such record" are not errors
+    (resolvers answer them with an empty list)."""
+
+
+class DnsTempError(DnsError):
+    """Raised when a DNS lookup failed for a reason that may pass (timeout, SERVFAIL,
+    no reachable name server): the answer is unknown, not empty, so sender
+    authentication reports ``temperror`` instead of treating the record as absent."""
+
+
+class UnparseableEmail(BridgeError):
+    """Raised when received bytes cannot be treated as an email message at all: empty,
+    no header field, or a header block over the configured limit. The caller keeps
+    the raw bytes and quarantines them as "unparseable"; a message that parses but is
+    hostile (a MIME bomb) is not refused this way but flagged for quarantine."""
+
+    status = 400

@@ -90,14 +90,43 @@ class HttpSettings(_Section):
 
 
 class SmtpSettings(_Section):
+    enabled: bool = True
     listen: str = "127.0.0.1:2525"
     hostname: str = "localhost"
     max_message_bytes: int = Field(default=26_214_400, ge=1024, le=1024 * 1024 * 1024)
+    max_recipients: int = Field(default=100, ge=1, le=10_000)
+    max_header_bytes: int = Field(default=100 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Lines over RFC 5321's 998 octets are common in generated HTML mail; accepted
+    # up to this bound, as Postfix does.
+    max_line_bytes: int = Field(default=1024 * 1024, ge=1000, le=64 * 1024 * 1024)
+    max_mime_depth: int = Field(default=100, ge=1, le=10_000)
+    max_mime_parts: int = Field(default=1000, ge=1, le=1_000_000)
+    # The name in our Authentication-Results header; incoming headers claiming it are
+    # removed. Empty: the hostname.
+    authserv_id: str = ""
+    # PEM files; when both are set the server offers STARTTLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    dns_timeout_s: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
         return _host_port(v)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SmtpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert: tls_cert and tls_key must be set together")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {str(path)!r} is not a readable file")
+        return self
+
+    @property
+    def effective_authserv_id(self) -> str:
+        return self.authserv_id or self.hostname
 
 
 class DatabaseSettings(_Section):

@@ -11,10 +11,22 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 from aiohttp import web
 
+from bridges.dns import Resolver, SystemResolver
 from bridges.twilio import SignatureVerifier, TwilioBridge
 from config import Settings
 from gateway import api, health, webhooks
-from gateway.keys import BLOBS, COMMITTER, DATABASE, METRICS, READ_POOL, SETTINGS, TWILIO
+from gateway.keys import (
+    BLOBS,
+    COMMITTER,
+    DATABASE,
+    METRICS,
+    READ_POOL,
+    RUNTIME,
+    SETTINGS,
+    TWILIO,
+    Runtime,
+)
+from gateway.mail import run_mail
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
@@ -79,9 +91,12 @@ async def _checkpoint_periodically(db: Database, pool: ThreadPoolExecutor) -> No
             log.exception("WAL checkpoint failed; will retry")
 
 
-def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
-    """Build the app. The database, writer thread and pools open when the app starts
-    (``cleanup_ctx``) and close when it stops; ``migrate`` applies migrations first."""
+def create_app(
+    settings: Settings, *, migrate: bool = True, resolver: Resolver | None = None
+) -> web.Application:
+    """Build the app. The database, writer, pools and SMTP server start with the app
+    (``cleanup_ctx``) and stop with it; ``migrate`` applies migrations first.
+    ``resolver`` answers the email bridge's DNS queries (default: the system's)."""
     app = web.Application(
         middlewares=[errors_as_problems],
         client_max_size=max(settings.http.max_webhook_bytes, settings.http.max_api_body_bytes),
@@ -104,6 +119,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
     app[READ_POOL] = pool
     app[COMMITTER] = committer
     app[BLOBS] = DirectoryBlobStore(settings.storage.blob_dir)
+    runtime = Runtime()
+    app[RUNTIME] = runtime
+    dns = resolver or SystemResolver(timeout=settings.smtp.dns_timeout_s)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -112,7 +130,20 @@ def create_app(settings: Settings, *, migrate: bool = True) -> web.Application:
                 await loop.run_in_executor(pool, upgrade, db)
             committer.start()
             checkpointer = asyncio.create_task(_checkpoint_periodically(db, pool))
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.smtp.enabled:
+                    await stack.enter_async_context(
+                        run_mail(
+                            settings,
+                            db=db,
+                            blobs=app[BLOBS],
+                            ingest=committer,
+                            read_pool=pool,
+                            resolver=dns,
+                            runtime=runtime,
+                        )
+                    )
+                yield
             checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpointer

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from bridges.twilio import TwilioBridge
 from config import Settings
+from gateway.email_ingest import EmailIngest
 from gateway.metrics import Metrics
 from inbox.blobs import BlobStore
 from inbox.committer import GroupCommitter
@@ -21,3 +24,20 @@ METRICS = web.AppKey("metrics", Metrics)
 READ_POOL = web.AppKey("read_pool", ThreadPoolExecutor)
 COMMITTER = web.AppKey("committer", GroupCommitter[Inbound, IngestResult])
 TWILIO = web.AppKey("twilio", TwilioBridge)
+
+
+@dataclass
+class Runtime:
+    """What exists only while the app runs (set in its cleanup context)."""
+
+    smtp_server: asyncio.base_events.Server | None = None
+    email: EmailIngest | None = None
+
+    @property
+    def smtp_port(self) -> int | None:
+        if self.smtp_server is None or not self.smtp_server.sockets:
+            return None
+        return int(self.smtp_server.sockets[0].getsockname()[1])
+
+
+RUNTIME = web.AppKey("runtime", Runtime)

@@ -37,3 +37,6 @@ def configure_logging(settings: LogSettings) -> None:
     # Per-request lines would dominate the log and carry client addresses; metrics
     # cover request counts and latency.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosmtpd logs every peer address and command at INFO: IP addresses and mail
+    # addresses are personal data we keep only where the privacy policy says.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)

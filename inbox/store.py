@@ -387,3 +387,12 @@ def owner_of_message(db: Database, message_id: str) -> str:
     if user_id is None:
         raise NotFound(f"no message {message_id}")
     return str(user_id)
+
+
+def route_address(db: Database, address: str) -> str | None:
+    """The canonical form of ``address`` if it routes inbound traffic to a user."""
+    with db.read.connect() as conn:
+        found = conn.execute(
+            sa.select(user_addresses_t.c.address).where(user_addresses_t.c.address == address)
+        ).scalar()
+    return str(found) if found is not None else None

@@ -51,6 +51,8 @@ def _port_open(host: str, port: int) -> bool:
 def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
     sections: dict[str, Any] = {
         "http": {"listen": "127.0.0.1:0", "public_url": PUBLIC_URL},
+        # Tests that exercise SMTP turn it on (on a free port); the rest keep it off.
+        "smtp": {"enabled": False, "listen": "127.0.0.1:0", "hostname": "mx.test.example"},
         "database": {"url": db_url, "batch_max": 64},
         "storage": {"blob_dir": tmp_path / "blobs"},
         "bridges": {

@@ -141,7 +141,7 @@ def create_deployment(root: Path, deadline: Deadline) -> Deployment:
         "OPTMSG_HTTP__PUBLIC_URL": public_url,
         "OPTMSG_DATABASE__URL": f"sqlite:///{db_path}",
         "OPTMSG_STORAGE__BLOB_DIR": str(root / "blobs"),
-        # Not served yet, but never let a test gateway collide on the dev config's 2525.
+        # Never let a test gateway collide on the dev config's 2525.
         "OPTMSG_SMTP__LISTEN": f"127.0.0.1:{free_port()}",
     }
     return Deployment(root, config_path, db_path, listen, public_url, settings_env)

@@ -1,0 +1,115 @@
+"""Wiring of the email bridge: the SMTP server, the raw spool and the processor,
+started and stopped with the app (the composition root's SMTP half)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from bridges.dns import Resolver
+from bridges.email_parse import MimeLimits
+from config import Settings
+from gateway.email_ingest import EmailIngest
+from gateway.keys import Runtime
+from gateway.smtp import SmtpLimits, start_smtp_server
+from inbox import raw_store, store
+from inbox.addresses import parse_email
+from inbox.blobs import BlobStore
+from inbox.committer import GroupCommitter
+from inbox.db import Database
+from inbox.errors import AddressError
+from inbox.message import Inbound, IngestResult
+
+log = logging.getLogger(__name__)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    smtp = settings.smtp
+    if smtp.tls_cert is None or smtp.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(smtp.tls_cert), str(smtp.tls_key))
+    return context
+
+
+@contextlib.asynccontextmanager
+async def run_mail(
+    settings: Settings,
+    *,
+    db: Database,
+    blobs: BlobStore,
+    ingest: GroupCommitter[Inbound, IngestResult],
+    read_pool: ThreadPoolExecutor,
+    resolver: Resolver,
+    runtime: Runtime,
+) -> AsyncIterator[None]:
+    """Serve SMTP for as long as the context is open; on exit stop accepting, finish
+    the messages in flight and commit the spool."""
+    smtp = settings.smtp
+    loop = asyncio.get_running_loop()
+    spool: GroupCommitter[raw_store.RawEmail, str] = GroupCommitter(
+        db.write,
+        raw_store.insert_raw_batch,
+        max_batch=64,
+        lock_timeout=settings.database.busy_timeout_ms / 1000,
+        name="raw-spool",
+    )
+    # Parsing and DNS lookups block; they get their own threads so that a burst of
+    # email never starves the client API's reads.
+    work_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="email")
+    email = EmailIngest(
+        db=db,
+        blobs=blobs,
+        spool=spool,
+        ingest=ingest.submit,
+        pool=work_pool,
+        resolver=resolver,
+        authserv_id=smtp.effective_authserv_id,
+        limits=MimeLimits(
+            max_depth=smtp.max_mime_depth,
+            max_parts=smtp.max_mime_parts,
+            max_header_bytes=smtp.max_header_bytes,
+        ),
+    )
+
+    async def route(address: str) -> str | None:
+        try:
+            canonical = parse_email(address)
+        except AddressError:
+            return None
+        return await loop.run_in_executor(read_pool, store.route_address, db, canonical)
+
+    spool.start()
+    host, _, port = smtp.listen.rpartition(":")
+    server = await start_smtp_server(
+        host.strip("[]"),
+        int(port),
+        hostname=smtp.hostname,
+        limits=SmtpLimits(
+            max_message_bytes=smtp.max_message_bytes,
+            max_recipients=smtp.max_recipients,
+            max_header_bytes=smtp.max_header_bytes,
+            max_line_bytes=smtp.max_line_bytes,
+        ),
+        route=route,
+        accept=email.accept,
+        tls_context=_tls_context(settings),
+    )
+    runtime.smtp_server = server
+    runtime.email = email
+    recovering = asyncio.create_task(email.recover(), name="email-recover")
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+        with contextlib.suppress(Exception):
+            await recovering
+        await email.drain()
+        await spool.stop()
+        work_pool.shutdown(wait=True)
+        runtime.smtp_server = None

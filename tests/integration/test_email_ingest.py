@@ -1,0 +1,241 @@
+"""Email end to end: a real SMTP client (smtplib) against the gateway's SMTP server,
+through the raw spool, parsing, sender authentication (DNS from a StaticResolver)
+and the opt-in filter, to messages the client API shows."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dkim
+import pytest
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient
+
+from bridges.dns import StaticResolver
+from config import Settings, SmtpSettings
+from gateway.app import create_app
+from gateway.keys import RUNTIME
+from inbox import store
+from inbox.addresses import E164, EmailAddress
+from inbox.db import Database
+from inbox.models import attachments_t, messages_t, raw_messages_t
+from optin import trust
+from tests.unit import dkim_keys
+
+Client = TestClient[Any, Any]
+OUR_ADDRESS = "ada@optmsg.example"
+BANK = "alerts@bank.example"
+CLIENT_IP = "127.0.0.1"
+
+
+@dataclass
+class Mail:
+    client: Client
+    port: int
+    token: str
+    db: Database
+    keys: dkim_keys.KeyPair
+
+    def send(self, raw: bytes, *, to: list[str] | None = None, mail_from: str = BANK) -> Any:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as smtp:
+            return smtp.sendmail(mail_from, to or [OUR_ADDRESS], raw)
+
+    async def send_async(self, raw: bytes, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self.send, raw, **kwargs)
+
+    async def messages(self, folder: str) -> list[dict[str, Any]]:
+        resp = await self.client.get(
+            f"/api/v1/messages?folder={folder}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        assert resp.status == 200
+        return list((await resp.json())["items"])
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            found = await self.messages("inbox") + await self.messages("quarantine")
+            if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+                return found
+            await asyncio.sleep(0.05)
+
+
+def message(
+    subject: str = "Statement",
+    body: str = "Your statement is ready.",
+    *,
+    sender: str = BANK,
+    message_id: str = "<1@bank.example>",
+) -> bytes:
+    return (
+        f"From: Bank <{sender}>\r\nTo: {OUR_ADDRESS}\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\nMessage-ID: {message_id}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{body}\r\n"
+    ).encode()
+
+
+def signed(raw: bytes, keys: dkim_keys.KeyPair, domain: str = "bank.example") -> bytes:
+    signature = dkim.sign(
+        raw,
+        b"sel",
+        domain.encode(),
+        keys.private_pem,
+        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+    )
+    return bytes(signature) + raw
+
+
+@pytest.fixture
+async def mail(
+    settings: Settings,
+    db: Database,
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> Mail:
+    keys = dkim_keys.generate()
+    resolver = StaticResolver(
+        {
+            "sel._domainkey.bank.example": {"TXT": [keys.dns_record()]},
+            "_dmarc.bank.example": {"TXT": ["v=DMARC1; p=reject"]},
+            "bank.example": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]},
+        }
+    )
+    user = store.create_user(
+        db,
+        first_name="Ada",
+        last_name="L",
+        date_of_birth=date(1990, 1, 1),
+        phone=E164("+442079460958"),
+        email_address=EmailAddress(OUR_ADDRESS),
+    )
+    trust.add(db, user.id, EmailAddress(BANK))
+    smtp = SmtpSettings(enabled=True, listen="127.0.0.1:0", hostname="mx.optmsg.example")
+    app = create_app(settings.model_copy(update={"smtp": smtp}), resolver=resolver)
+    client = await aiohttp_client(app)
+    port = app[RUNTIME].smtp_port
+    assert port is not None
+    return Mail(client, port, store.create_token(db, user.id)[1], db, keys)
+
+
+async def test_dkim_aligned_mail_from_trusted_sender_lands_in_inbox(mail: Mail) -> None:
+    await mail.send_async(signed(message(), mail.keys))
+    (found,) = await mail.wait_for(1)
+    assert found["folder"] == "inbox"
+    assert found["channel"] == "email"
+    assert found["subject"] == "Statement"
+    assert found["text"].strip() == "Your statement is ready."
+    assert found["auth"]["dmarc"] == "pass"
+
+
+async def test_trusted_but_unauthenticated_mail_is_quarantined_saying_why(mail: Mail) -> None:
+    await mail.send_async(message())
+    (found,) = await mail.wait_for(1)
+    assert found["folder"] == "quarantine"
+    assert "authentication" in found["reason"]
+
+
+async def test_mail_from_unknown_sender_is_quarantined(mail: Mail) -> None:
+    raw = signed(message(sender="news@bank.example"), mail.keys)
+    await mail.send_async(raw, mail_from="news@bank.example")
+    (found,) = await mail.wait_for(1)
+    assert found["folder"] == "quarantine"
+    assert "unknown sender" in found["reason"]
+
+
+async def test_unknown_recipient_is_refused_at_rcpt(mail: Mail) -> None:
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        await mail.send_async(message(), to=["nobody@optmsg.example"])
+    code, _ = info.value.recipients["nobody@optmsg.example"]
+    assert code == 550
+
+
+async def test_resending_the_same_message_stores_it_once(mail: Mail) -> None:
+    raw = signed(message(), mail.keys)
+    await mail.send_async(raw)
+    await mail.wait_for(1)
+    await mail.send_async(raw)
+    await asyncio.sleep(0.5)
+    assert len(await mail.wait_for(2, timeout=1)) == 1
+
+
+async def test_unparseable_mail_is_kept_raw_and_quarantined(mail: Mail) -> None:
+    garbage = b"\x00\x01 not a header at all\r\n\r\nbody"  # no header fields
+    await mail.send_async(garbage)
+    (found,) = await mail.wait_for(1)
+    assert found["folder"] == "quarantine"
+    assert found["reason"].startswith("unparseable")
+    with mail.db.read.connect() as conn:
+        data = conn.execute(sa.select(raw_messages_t.c.data)).scalar_one()
+    assert garbage in data
+
+
+async def test_attachment_is_stored_in_the_blob_store(mail: Mail, settings: Settings) -> None:
+    raw = (
+        f"From: {BANK}\r\nTo: {OUR_ADDRESS}\r\nSubject: pdf\r\nMessage-ID: <a@bank.example>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        "--b\r\nContent-Type: application/pdf\r\n"
+        'Content-Disposition: attachment; filename="st.pdf"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n"
+    ).encode()
+    await mail.send_async(signed(raw, mail.keys))
+    (found,) = await mail.wait_for(1)
+    (att,) = found["attachments"]
+    assert (att["filename"], att["content_type"], att["status"]) == (
+        "st.pdf",
+        "application/pdf",
+        "stored",
+    )
+    with mail.db.read.connect() as conn:
+        digest = conn.execute(sa.select(attachments_t.c.sha256)).scalar_one()
+    blob = settings.storage.blob_dir / digest[:2] / digest[2:4] / digest
+    assert blob.read_bytes() == b"%PDF-1.4\n"
+
+
+async def test_forged_authentication_results_claiming_our_id_are_replaced(mail: Mail) -> None:
+    forged = b"Authentication-Results: mx.optmsg.example; dmarc=pass header.from=bank.example\r\n"
+    await mail.send_async(forged + message())
+    (found,) = await mail.wait_for(1)
+    assert found["folder"] == "quarantine"
+    with mail.db.read.connect() as conn:
+        data = bytes(conn.execute(sa.select(raw_messages_t.c.data)).scalar_one())
+    assert forged not in data
+    assert data.startswith(b"Authentication-Results: mx.optmsg.example;")
+
+
+async def test_pending_raw_mail_is_processed_at_start(
+    settings: Settings, db: Database, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    from inbox import raw_store
+
+    store.create_user(
+        db,
+        first_name="Ada",
+        last_name="L",
+        date_of_birth=date(1990, 1, 1),
+        phone=E164("+442079460958"),
+        email_address=EmailAddress(OUR_ADDRESS),
+    )
+    raw = raw_store.new_raw(
+        peer_ip=CLIENT_IP, helo="client", mail_from=BANK, recipients=[OUR_ADDRESS], data=message()
+    )
+    with db.write.begin() as conn:
+        raw_store.insert_raw_batch(conn, [raw])  # spooled, then the process "crashed"
+    smtp = SmtpSettings(enabled=True, listen="127.0.0.1:0", hostname="mx.optmsg.example")
+    await aiohttp_client(
+        create_app(settings.model_copy(update={"smtp": smtp}), resolver=StaticResolver({}))
+    )
+    for _ in range(100):
+        with db.read.connect() as conn:
+            if conn.execute(sa.select(sa.func.count()).select_from(messages_t)).scalar_one():
+                break
+        await asyncio.sleep(0.05)
+    assert raw_store.pending_ids(db) == []
+    with db.read.connect() as conn:
+        assert conn.execute(sa.select(messages_t.c.raw_id)).scalar_one() == raw.id
