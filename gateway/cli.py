@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _db(settings: Settings) -> Database:
+@contextlib.contextmanager
+def _session(args: argparse.Namespace) -> Iterator[tuple[Settings, Database]]:
+    """Settings and a migrated database for one command, disposed afterwards."""
+    settings = _settings(args)
     db = open_database(settings.database)
-    upgrade(db)
-    return db
+    try:
+        upgrade(db)
+        yield settings, db
+    finally:
+        db.dispose()
 
 
 def _phone(value: str, region: str, arg: str) -> str:
@@ -124,8 +131,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
             email = parse_email(args.email_address)
         except AddressError as exc:
             raise UsageError(f"--email-address: {exc.reason}") from None
-    db = _db(settings)
-    try:
+    with _session(args) as (_, db):
         user = store.create_user(
             db,
             first_name=args.first_name,
@@ -135,19 +141,13 @@ def cmd_users_create(args: argparse.Namespace) -> int:
             sms_number=sms,  # type: ignore[arg-type]
             email_address=email,
         )
-    finally:
-        db.dispose()
     _print(args, user.as_json(), f"created user {user.id} ({user.first_name} {user.last_name})")
     return 0
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _db(settings)
-    try:
+    with _session(args) as (_, db):
         users = store.list_users(db)
-    finally:
-        db.dispose()
     data = {"items": [u.as_json() for u in users], "next": None}
 
     def text() -> str:
@@ -163,23 +163,15 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_delete(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _db(settings)
-    try:
+    with _session(args) as (settings, db):
         store.delete_user(db, DirectoryBlobStore(settings.storage.blob_dir), args.user_id)
-    finally:
-        db.dispose()
     _print(args, {"deleted": args.user_id}, f"deleted user {args.user_id} and all their data")
     return 0
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _db(settings)
-    try:
+    with _session(args) as (_, db):
         token_id, token = store.create_token(db, args.user_id, args.name)
-    finally:
-        db.dispose()
     _print(
         args,
         {"id": token_id, "user_id": args.user_id, "token": token},
@@ -207,37 +199,25 @@ def _address(value: str, settings: Settings, db: Database, user_id: str) -> str:
 
 
 def cmd_optin_add(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _db(settings)
-    try:
+    with _session(args) as (settings, db):
         address = _address(args.address, settings, db, args.user_id)
         verdict = TrustVerdict.BLOCKED if args.block else TrustVerdict.TRUSTED
         record = trust.add(db, args.user_id, address, verdict)  # type: ignore[arg-type]
-    finally:
-        db.dispose()
     _print(args, record.as_json(), f"{record.verdict} {record.address}")
     return 0
 
 
 def cmd_optin_remove(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _db(settings)
-    try:
+    with _session(args) as (settings, db):
         address = _address(args.address, settings, db, args.user_id)
         trust.remove(db, args.user_id, address)  # type: ignore[arg-type]
-    finally:
-        db.dispose()
     _print(args, {"removed": address}, f"removed {address}")
     return 0
 
 
 def cmd_optin_list(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _db(settings)
-    try:
+    with _session(args) as (_, db):
         entries = trust.list_entries(db, args.user_id)
-    finally:
-        db.dispose()
     data = {"items": [e.as_json() for e in entries], "next": None}
     _print(
         args,
@@ -251,9 +231,7 @@ def cmd_optin_list(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _db(settings)
-    try:
+    with _session(args) as (_, db):
         store.get_user(db, args.user_id)
         items: list[dict[str, Any]] = []
         cursor = None
@@ -265,8 +243,6 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
             if page.next is None:
                 break
             cursor = page.next
-    finally:
-        db.dispose()
     _print(
         args,
         {"items": items, "next": None},
@@ -282,9 +258,7 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
 
 
 def _review(args: argparse.Namespace, action: str) -> int:
-    settings = _settings(args)
-    db = _db(settings)
-    try:
+    with _session(args) as (settings, db):
         user_id = store.owner_of_message(db, args.message_id)
         if action == "release":
             result = quarantine.release(db, user_id, args.message_id)
@@ -292,8 +266,6 @@ def _review(args: argparse.Namespace, action: str) -> int:
             result = quarantine.deny(
                 db, DirectoryBlobStore(settings.storage.blob_dir), user_id, args.message_id
             )
-    finally:
-        db.dispose()
     verb = "moved to the inbox" if action == "release" else "deleted"
     _print(
         args,
