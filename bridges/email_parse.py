@@ -1,33 +1,39 @@
 """Raw RFC 5322 / MIME bytes, as our SMTP server received them, into :class:`ParsedEmail`.
 
 Parsing runs after the raw bytes are durably stored, so it must never lose a
-message: bytes that are not a message at all raise :class:`UnparseableEmail`
-(the caller quarantines the raw as "unparseable"); a message that parses but is
-hostile - a MIME nesting or part-count bomb - comes back with
-``quarantine_reason`` set and whatever could be extracted safely. Nothing else
-is raised.
+message: bytes that are not a message at all (empty, no header field, a header
+block over ``MimeLimits.max_header_bytes``) raise :class:`UnparseableEmail`, and
+the caller quarantines the raw as "unparseable". A message that parses but is
+hostile comes back with ``quarantine_reason`` set and whatever could be
+extracted safely: "MIME nesting deeper than N levels", "more than N MIME
+parts", "MIME part header block over N bytes", "HTML body with more than N
+tags", "MIME structure too costly to parse". Nothing else is raised.
 
 Choices, and why:
 
 - The stdlib ``email`` package with the ``compat32`` policy, not
-  ``policy.default``: ``policy.default`` builds a header object per header
-  (~2 ms per 9 KB message here against ~0.3 ms), and we decode the few headers
-  we use ourselves. ``email.message.Message`` still parses Content-Type and
-  Content-Disposition parameters (RFC 2231 included), and
-  ``email.utils.parsedate_to_datetime`` the Date.
+  ``policy.default``, which builds a header object per header: for the 9.8 KB
+  multipart/alternative benchmark message ``BytesParser`` takes ~3.2 ms with
+  ``policy.default`` and ~0.5 ms with ``compat32`` on the dev box (DESIGN: ~2 ms
+  and ~0.3 ms). ``email.message.Message`` parses the Content-Type and
+  Content-Disposition parameters (RFC 2231 included) and
+  ``email.utils.parsedate_to_datetime`` the Date; everything else we decode
+  explicitly below.
 - Our own walk over the MIME tree instead of ``BytesParser``: the stdlib
   feed parser descends into nested multiparts by recursion (a 3,000-deep
   message raises RecursionError) and splits every body into lines. Here
   each entity is a (start, end) slice of the one raw ``bytes``; a header block
   is split into fields by hand (``email.parser.HeaderParser`` cost ~100 us for
-  a 0.8 KB block) and handed to a ``Message``; part boundaries are found with
-  ``bytes.find``; the tree is walked with an explicit stack and depth, and
-  bodies are only sliced when a leaf is decoded. Nested ``message/rfc822``
-  parts are kept as attachments, not descended into.
+  a 0.8 KB block); part boundaries are found with ``bytes.find``; the tree is
+  walked with an explicit stack and depth counter, and a body is copied only
+  when a leaf is decoded. Nested ``message/rfc822`` parts are kept whole as
+  attachments, not descended into.
 - Header bytes are read as UTF-8 (RFC 6532), invalid sequences replaced.
-  Encoded words (RFC 2047) are decoded by ``decode_words`` below rather than
-  ``email.header.decode_header``, which raises on unknown charsets and turns a
-  literal ``\\u202e`` in the unencoded text of a header into the character.
+  Encoded words (RFC 2047) are decoded by :func:`decode_words` rather than
+  ``str(make_header(decode_header(v)))``, which raises LookupError on an
+  unknown or non-text charset and UnicodeDecodeError when an encoded word sits
+  next to raw UTF-8 text; decoding its raw-unicode-escape output by hand
+  instead would turn a literal ``\\u202e`` into the character itself.
 - Address headers are read by a small RFC 5322 scanner, not
   ``email.utils.getaddresses``, which on this Python reads
   ``victim@bank.com(<attacker@evil>`` as the address ``victim@bank.com``. A From
@@ -36,6 +42,11 @@ Choices, and why:
   ``unicode_escape``...) is read as UTF-8 with replacement characters.
   ``us-ascii`` is read as UTF-8 and ``iso-8859-1`` as windows-1252 (their
   supersets, as web browsers do), so mislabelled 8-bit text survives.
+- Body: the first inline text/plain part (no file name, not
+  ``Content-Disposition: attachment``) in document order is ``text``, the first
+  such text/html part is ``html``; every other leaf, later inline text parts
+  included, is an attachment. Line ends in ``text`` become ``\\n``; NUL is
+  removed (PostgreSQL text refuses it).
 """
 
 from __future__ import annotations
@@ -572,13 +583,16 @@ def _address_list(values: list[str]) -> tuple[EmailAddress, ...]:
 
 
 # Work bounds beyond MimeLimits, for structures that are cheap to send and costly
-# to read: each multipart's body is searched for its boundary, so a deep nesting
-# around a big part costs depth x size, and every line that starts like a delimiter
-# but is not one costs a Python step (a boundary that prefixes the others makes
-# such a line count at every level). Real mail comes nowhere near either.
-_SCAN_FACTOR = 16  # bytes searched for boundaries, as a multiple of the message size
-_SCAN_SLACK = 1 << 20
-_MAX_STRAY_DELIMITERS = 10_000
+# to read; real mail comes nowhere near either. Each multipart's body is searched
+# for its boundary, so a deep nesting around a big part costs depth x size: at most
+# 16 times the message plus 256 MiB (~0.25 s here) is searched. The slack lets a
+# small nesting bomb reach max_depth and be reported as such.
+_SCAN_FACTOR = 16
+_SCAN_SLACK = 256 << 20
+# Every "--boundary" that is not a delimiter (mid-line, or "--boundaryX") costs a
+# Python step, and a boundary that prefixes the others makes one line count at
+# every level.
+_MAX_STRAY_DELIMITERS = 100_000
 _TOO_COSTLY = "MIME structure too costly to parse"
 
 
