@@ -239,3 +239,17 @@ async def test_pending_raw_mail_is_processed_at_start(
     assert raw_store.pending_ids(db) == []
     with db.read.connect() as conn:
         assert conn.execute(sa.select(messages_t.c.raw_id)).scalar_one() == raw.id
+
+
+async def test_store_failure_answers_451_and_the_server_keeps_serving(mail: Mail) -> None:
+    with mail.db.write.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE raw_messages RENAME TO raw_messages_gone"))
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await mail.send_async(message())
+    assert info.value.smtp_code == 451
+    assert info.value.smtp_error.startswith(b"4.3.0")
+    with mail.db.write.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE raw_messages_gone RENAME TO raw_messages"))
+    await mail.send_async(signed(message(), mail.keys))
+    (found,) = await mail.wait_for(1)
+    assert found["folder"] == "inbox"
