@@ -106,11 +106,14 @@ def create_app(
     db = open_database(settings.database, background_checkpoint=True)
     pool = ThreadPoolExecutor(max_workers=settings.database.pool_size, thread_name_prefix="db-read")
     pipeline = IngestPipeline(Policy(require_email_auth=settings.optin.require_email_auth))
+    # Every writer of this process takes turns through one lock (see GroupCommitter).
+    write_lock = asyncio.Lock()
     committer: GroupCommitter[Inbound, IngestResult] = GroupCommitter(
         db.write,
         pipeline.process,
         max_batch=settings.database.batch_max,
         lock_timeout=settings.database.busy_timeout_ms / 1000,
+        write_lock=write_lock,
         name="ingest-writer",
     )
     app[SETTINGS] = settings
@@ -138,6 +141,7 @@ def create_app(
                             db=db,
                             blobs=app[BLOBS],
                             ingest=committer,
+                            write_lock=write_lock,
                             read_pool=pool,
                             resolver=dns,
                             runtime=runtime,

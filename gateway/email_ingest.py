@@ -10,11 +10,13 @@ the same external ids, which the store deduplicates.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from bridges.dns import Resolver
 from bridges.email_auth import (
@@ -60,6 +62,7 @@ class EmailIngest:
         db: Database,
         blobs: BlobStore,
         spool: GroupCommitter[raw_store.RawEmail, str],
+        done: GroupCommitter[raw_store.Processed, None],
         ingest: Callable[[Inbound], Awaitable[IngestResult]],
         pool: ThreadPoolExecutor,
         resolver: Resolver,
@@ -69,12 +72,15 @@ class EmailIngest:
         self._db = db
         self._blobs = blobs
         self._spool = spool
+        self._done = done
         self._ingest = ingest
         self._pool = pool
         self._resolver = resolver
         self._authserv_id = authserv_id
         self._limits = limits
         self._tasks: set[asyncio.Task[None]] = set()
+        # Raw ids being processed right now, so the sweeper never starts a second run.
+        self._in_flight: set[str] = set()
 
     async def accept(self, received: ReceivedEmail) -> None:
         raw = raw_store.new_raw(
@@ -92,13 +98,37 @@ class EmailIngest:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def recover(self) -> int:
-        """Process every raw message still pending (left by a crash); returns how many."""
+    async def recover(self, *, older_than: datetime | None = None) -> int:
+        """Process every raw email still pending — left by a crash, or by a failure
+        during processing — except those in flight; returns how many were found.
+        ``older_than`` skips the ones received since (the sweeper's grace period)."""
         loop = asyncio.get_running_loop()
-        ids = await loop.run_in_executor(self._pool, raw_store.pending_ids, self._db)
-        for raw_id in ids:
-            await self.process(raw_id)
-        return len(ids)
+        found = 0
+        after = ""
+        while True:
+            ids = await loop.run_in_executor(
+                self._pool,
+                functools.partial(
+                    raw_store.pending_ids, self._db, after=after, older_than=older_than, limit=500
+                ),
+            )
+            if not ids:
+                return found
+            found += len(ids)
+            after = ids[-1]
+            for raw_id in ids:
+                if raw_id not in self._in_flight:
+                    await self.process(raw_id)
+
+    async def sweep_periodically(self, interval: float, grace: float) -> None:
+        """The sweeper (DESIGN.md step 7): the rows' state is the source of truth, so
+        a raw email whose processing failed or was lost is found again and retried."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.recover(older_than=datetime.now(UTC) - timedelta(seconds=grace))
+            except Exception:
+                log.exception("raw email sweep failed; will retry")
 
     async def drain(self) -> None:
         """Wait for the messages being processed (graceful shutdown)."""
@@ -106,22 +136,24 @@ class EmailIngest:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def process(self, raw_id: str) -> None:
+        if raw_id in self._in_flight:
+            return
+        self._in_flight.add(raw_id)
         loop = asyncio.get_running_loop()
         try:
             raw = await loop.run_in_executor(self._pool, raw_store.load, self._db, raw_id)
             prepared = await loop.run_in_executor(self._pool, self._prepare, raw)
             for inbound in prepared.inbounds:
                 await self._ingest(inbound)
-            await loop.run_in_executor(
-                self._pool,
-                lambda: raw_store.mark_done(
-                    self._db, raw_id, data=prepared.stamped, error=prepared.error
-                ),
+            await self._done.submit(
+                raw_store.Processed(raw_id, data=prepared.stamped, error=prepared.error)
             )
         except Exception:
-            # The raw row stays pending and is retried at the next start; nothing
-            # acknowledged is lost.
+            # The raw row stays pending; the sweeper (or the next start) retries it.
+            # Nothing acknowledged is lost.
             log.exception("processing raw email %s failed; left pending", raw_id)
+        finally:
+            self._in_flight.discard(raw_id)
 
     def _prepare(self, raw: raw_store.RawEmail) -> Prepared:
         error: str | None = None

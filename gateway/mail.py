@@ -26,6 +26,10 @@ from inbox.message import Inbound, IngestResult
 
 log = logging.getLogger(__name__)
 
+# Pending raw emails older than the grace period are retried this often.
+SWEEP_INTERVAL_S = 30.0
+SWEEP_GRACE_S = 60.0
+
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     smtp = settings.smtp
@@ -43,6 +47,7 @@ async def run_mail(
     db: Database,
     blobs: BlobStore,
     ingest: GroupCommitter[Inbound, IngestResult],
+    write_lock: asyncio.Lock,
     read_pool: ThreadPoolExecutor,
     resolver: Resolver,
     runtime: Runtime,
@@ -56,7 +61,16 @@ async def run_mail(
         raw_store.insert_raw_batch,
         max_batch=64,
         lock_timeout=settings.database.busy_timeout_ms / 1000,
+        write_lock=write_lock,
         name="raw-spool",
+    )
+    done: GroupCommitter[raw_store.Processed, None] = GroupCommitter(
+        db.write,
+        raw_store.mark_done_batch,
+        max_batch=64,
+        lock_timeout=settings.database.busy_timeout_ms / 1000,
+        write_lock=write_lock,
+        name="raw-done",
     )
     # Parsing and DNS lookups block; they get their own threads so that a burst of
     # email never starves the client API's reads.
@@ -65,6 +79,7 @@ async def run_mail(
         db=db,
         blobs=blobs,
         spool=spool,
+        done=done,
         ingest=ingest.submit,
         pool=work_pool,
         resolver=resolver,
@@ -84,6 +99,7 @@ async def run_mail(
         return await loop.run_in_executor(read_pool, store.route_address, db, canonical)
 
     spool.start()
+    done.start()
     host, _, port = smtp.listen.rpartition(":")
     server = await start_smtp_server(
         host.strip("[]"),
@@ -102,14 +118,21 @@ async def run_mail(
     runtime.smtp_server = server
     runtime.email = email
     recovering = asyncio.create_task(email.recover(), name="email-recover")
+    sweeper = asyncio.create_task(
+        email.sweep_periodically(SWEEP_INTERVAL_S, SWEEP_GRACE_S), name="email-sweeper"
+    )
     try:
         yield
     finally:
         server.close()
         await server.wait_closed()
-        with contextlib.suppress(Exception):
-            await recovering
+        sweeper.cancel()
+        recovering.cancel()
+        for task in (sweeper, recovering):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await email.drain()
         await spool.stop()
+        await done.stop()
         work_pool.shutdown(wait=True)
         runtime.smtp_server = None

@@ -76,16 +76,21 @@ def insert_raw_batch(conn: sa.Connection, items: Sequence[RawEmail]) -> list[str
     return [r.id for r in items]
 
 
-def pending_ids(db: Database, limit: int = 1000) -> list[str]:
+def pending_ids(
+    db: Database, *, after: str = "", older_than: datetime | None = None, limit: int = 1000
+) -> list[str]:
+    """Pending raw emails in id order, from after ``after``; ``older_than`` leaves out
+    those received since (likely still being processed)."""
+    stmt = (
+        sa.select(raw_messages_t.c.id)
+        .where(raw_messages_t.c.state == PENDING, raw_messages_t.c.id > after)
+        .order_by(raw_messages_t.c.id)
+        .limit(limit)
+    )
+    if older_than is not None:
+        stmt = stmt.where(raw_messages_t.c.received_at < older_than)
     with db.read.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(raw_messages_t.c.id)
-                .where(raw_messages_t.c.state == PENDING)
-                .order_by(raw_messages_t.c.id)
-                .limit(limit)
-            ).scalars()
-        )
+        return list(conn.execute(stmt).scalars())
 
 
 def load(db: Database, raw_id: str) -> RawEmail:
@@ -105,13 +110,26 @@ def load(db: Database, raw_id: str) -> RawEmail:
     )
 
 
-def mark_done(
-    db: Database, raw_id: str, *, data: bytes | None = None, error: str | None = None
-) -> None:
-    """Mark processed; ``data`` replaces the stored bytes (with our own
-    Authentication-Results header added), ``error`` records why parsing failed."""
-    values: dict[str, object] = {"state": DONE, "error": error[:500] if error else None}
-    if data is not None:
-        values["data"] = data
-    with db.write.begin() as conn:
-        conn.execute(raw_messages_t.update().where(raw_messages_t.c.id == raw_id).values(**values))
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """The outcome of parsing one raw email: ``data`` replaces the stored bytes (our
+    own Authentication-Results header added), ``error`` says why parsing failed."""
+
+    raw_id: str
+    data: bytes | None = None
+    error: str | None = None
+
+
+def mark_done_batch(conn: sa.Connection, items: Sequence[Processed]) -> list[None]:
+    """Group-commit work function: mark raw emails processed."""
+    for item in items:
+        values: dict[str, object] = {
+            "state": DONE,
+            "error": item.error[:500] if item.error else None,
+        }
+        if item.data is not None:
+            values["data"] = item.data
+        conn.execute(
+            raw_messages_t.update().where(raw_messages_t.c.id == item.raw_id).values(**values)
+        )
+    return [None] * len(items)

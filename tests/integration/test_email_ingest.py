@@ -253,3 +253,41 @@ async def test_store_failure_answers_451_and_the_server_keeps_serving(mail: Mail
     await mail.send_async(signed(message(), mail.keys))
     (found,) = await mail.wait_for(1)
     assert found["folder"] == "inbox"
+
+
+async def test_every_pending_raw_mail_is_processed_at_start_not_just_one_page(
+    settings: Settings, db: Database, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    from inbox import raw_store
+
+    store.create_user(
+        db,
+        first_name="Ada",
+        last_name="L",
+        date_of_birth=date(1990, 1, 1),
+        phone=E164("+442079460958"),
+        email_address=EmailAddress(OUR_ADDRESS),
+    )
+    raws = [
+        raw_store.new_raw(
+            peer_ip=CLIENT_IP,
+            helo="client",
+            mail_from=BANK,
+            recipients=[OUR_ADDRESS],
+            data=message(message_id=f"<{n}@bank.example>"),
+        )
+        for n in range(620)  # more than one recovery page (500)
+    ]
+    with db.write.begin() as conn:
+        raw_store.insert_raw_batch(conn, raws)
+    smtp = SmtpSettings(enabled=True, listen="127.0.0.1:0", hostname="mx.optmsg.example")
+    await aiohttp_client(
+        create_app(settings.model_copy(update={"smtp": smtp}), resolver=StaticResolver({}))
+    )
+    for _ in range(600):
+        if not raw_store.pending_ids(db):
+            break
+        await asyncio.sleep(0.05)
+    assert raw_store.pending_ids(db) == []
+    with db.read.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(messages_t)).scalar_one() == 620
