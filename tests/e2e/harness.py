@@ -11,6 +11,7 @@ message naming the step instead of hanging the run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -82,6 +83,17 @@ class Deployment:
     def env(self) -> dict[str, str]:
         """The full environment for a child process of this deployment."""
         return environment_without_optmsg_settings() | self.settings_env
+
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        """(host, port) of the deployment's SMTP listener."""
+        host, _, port = self.settings_env["OPTMSG_SMTP__LISTEN"].rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def with_settings(self, **env: str) -> Deployment:
+        """The same deployment with more ``OPTMSG_*`` settings for its processes."""
+        assert all(name.startswith(ENV_PREFIX) for name in env), f"not a setting: {env}"
+        return dataclasses.replace(self, settings_env=self.settings_env | env)
 
     def cli(self, *args: str, deadline: Deadline) -> Any:
         """Run ``optmsg ARGS --json``; return its JSON document or fail with its stderr."""
@@ -196,6 +208,15 @@ class GatewayServer:
                     pytrace=False,
                 )
             time.sleep(POLL_INTERVAL_S)
+
+    @property
+    def running(self) -> bool:
+        """True while the last started process is alive (False once it exited)."""
+        return self._process is not None and self._process.poll() is None
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        """The end of the current (or last) start's stderr, for failure messages."""
+        return tail(self.deployment.root / f"serve-{self.starts}.stderr", lines)
 
     def kill_hard(self) -> int:
         """``kill -9`` the running gateway; returns its exit status (``-SIGKILL``)."""
