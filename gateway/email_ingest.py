@@ -23,7 +23,6 @@ from bridges.email_auth import (
     AuthOutcome,
     authenticate,
     authentication_results,
-    prepend_header,
     strip_our_authentication_results,
 )
 from bridges.email_parse import MimeLimits, ParsedEmail, parse_email_bytes
@@ -48,7 +47,10 @@ UNKNOWN_SENDER = SenderId("unknown:")
 @dataclass(frozen=True, slots=True)
 class Prepared:
     inbounds: tuple[Inbound, ...]
-    stamped: bytes
+    # The raw bytes without incoming headers that claimed our authserv-id, or None
+    # when there were none (the common case: nothing is rewritten).
+    cleaned: bytes | None
+    auth_results: str
     error: str | None
 
 
@@ -91,10 +93,10 @@ class EmailIngest:
             data=received.data,
         )
         await self._spool.submit(raw)
-        self._schedule(raw.id)
+        self._schedule(raw.id, raw)
 
-    def _schedule(self, raw_id: str) -> None:
-        task = asyncio.create_task(self.process(raw_id), name=f"email-{raw_id}")
+    def _schedule(self, raw_id: str, raw: raw_store.RawEmail) -> None:
+        task = asyncio.create_task(self.process(raw_id, raw), name=f"email-{raw_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -135,18 +137,26 @@ class EmailIngest:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def process(self, raw_id: str) -> None:
+    async def process(self, raw_id: str, raw: raw_store.RawEmail | None = None) -> None:
+        """Parse and store one spooled email; ``raw`` is passed when still in memory
+        (just accepted), else it is read back (recovery)."""
         if raw_id in self._in_flight:
             return
         self._in_flight.add(raw_id)
         loop = asyncio.get_running_loop()
         try:
-            raw = await loop.run_in_executor(self._pool, raw_store.load, self._db, raw_id)
+            if raw is None:
+                raw = await loop.run_in_executor(self._pool, raw_store.load, self._db, raw_id)
             prepared = await loop.run_in_executor(self._pool, self._prepare, raw)
             for inbound in prepared.inbounds:
                 await self._ingest(inbound)
             await self._done.submit(
-                raw_store.Processed(raw_id, data=prepared.stamped, error=prepared.error)
+                raw_store.Processed(
+                    raw_id,
+                    data=prepared.cleaned,
+                    auth_results=prepared.auth_results,
+                    error=prepared.error,
+                )
             )
         except Exception:
             # The raw row stays pending; the sweeper (or the next start) retries it.
@@ -183,11 +193,8 @@ class EmailIngest:
         header = authentication_results(
             self._authserv_id, outcome, mail_from=raw.mail_from, from_domain=from_domain
         )
-        stamped = prepend_header(
-            strip_our_authentication_results(raw.data, self._authserv_id),
-            "Authentication-Results",
-            header,
-        )
+        stripped = strip_our_authentication_results(raw.data, self._authserv_id)
+        cleaned = None if stripped is raw.data else stripped
         attachments = parsed.attachments if parsed is not None else ()
         for attachment in attachments:
             if attachment.content is not None:
@@ -213,7 +220,7 @@ class EmailIngest:
             )
             for recipient in raw.recipients
         )
-        return Prepared(inbounds, stamped, error)
+        return Prepared(inbounds, cleaned, header, error)
 
     @staticmethod
     def _sender(parsed: ParsedEmail | None, mail_from: str) -> tuple[Address, str | None]:

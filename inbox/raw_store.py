@@ -112,11 +112,13 @@ def load(db: Database, raw_id: str) -> RawEmail:
 
 @dataclass(frozen=True, slots=True)
 class Processed:
-    """The outcome of parsing one raw email: ``data`` replaces the stored bytes (our
-    own Authentication-Results header added), ``error`` says why parsing failed."""
+    """The outcome of parsing one raw email: ``data`` replaces the stored bytes when
+    an incoming Authentication-Results header claiming our id had to be removed;
+    ``auth_results`` is our own header's value; ``error`` says why parsing failed."""
 
     raw_id: str
     data: bytes | None = None
+    auth_results: str | None = None
     error: str | None = None
 
 
@@ -126,6 +128,7 @@ def mark_done_batch(conn: sa.Connection, items: Sequence[Processed]) -> list[Non
         values: dict[str, object] = {
             "state": DONE,
             "error": item.error[:500] if item.error else None,
+            "auth_results": item.auth_results,
         }
         if item.data is not None:
             values["data"] = item.data
@@ -133,3 +136,10 @@ def mark_done_batch(conn: sa.Connection, items: Sequence[Processed]) -> list[Non
             raw_messages_t.update().where(raw_messages_t.c.id == item.raw_id).values(**values)
         )
     return [None] * len(items)
+
+
+def as_eml(raw: RawEmail, auth_results: str | None) -> bytes:
+    """The stored email as an ``.eml`` for export: our Authentication-Results first."""
+    if not auth_results:
+        return raw.data
+    return b"Authentication-Results: " + auth_results.encode("utf-8") + b"\r\n" + raw.data

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.Column("state", sa.String(length=10), nullable=False),
         sa.Column("error", sa.String(length=500), nullable=True),
+        sa.Column("auth_results", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_raw_messages")),
     )
     with op.batch_alter_table("raw_messages", schema=None) as batch_op:
