@@ -54,8 +54,6 @@ from pathlib import Path
 
 from webhook import (
     BUSY_CORES,
-    DOC,
-    DOC_HEADER,
     OPTMSG,
     RESULTS,
     ROOT,
@@ -66,6 +64,7 @@ from webhook import (
     gateway_env,
     machine_cpu,
     process_cpu,
+    publish,
     run,
     server,
     tail,
@@ -1076,17 +1075,7 @@ def main() -> int:
         ],
         "targets_met": met,
     }
-    out = RESULTS / f"smtp-{started:%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    if not args.no_doc:
-        if not DOC.exists():
-            DOC.write_text(DOC_HEADER, encoding="utf-8")
-        with open(DOC, "a", encoding="utf-8") as doc:
-            doc.write(text)
-    print(
-        f"raw results: {out.relative_to(ROOT)}"
-        + ("" if args.no_doc else f"; appended to {DOC.relative_to(ROOT)}")
-    )
+    publish("smtp", raw, text, started, no_doc=args.no_doc)
     return 3 if args.strict and not met else 0
 
 

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from config import load_settings
@@ -409,6 +410,22 @@ run: {rows.rows:,} ({folders}) for {rows.ok_responses:,} 200 responses counted b
     return text, met
 
 
+def publish(kind: str, raw: dict[str, Any], text: str, started: datetime, *, no_doc: bool) -> None:
+    """Write the raw results to bench/results/ and append the report to the doc."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{kind}-{started:%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    if not no_doc:
+        if not DOC.exists():
+            DOC.write_text(DOC_HEADER, encoding="utf-8")
+        with open(DOC, "a", encoding="utf-8") as doc:
+            doc.write(text)
+    print(
+        f"raw results: {out.relative_to(ROOT)}"
+        + ("" if no_doc else f"; appended to {DOC.relative_to(ROOT)}")
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per server")
@@ -484,17 +501,7 @@ def main() -> int:
         "ratio": b.rps / a.rps,
         "targets_met": met,
     }
-    out = RESULTS / f"webhook-{started:%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    if not args.no_doc:
-        if not DOC.exists():
-            DOC.write_text(DOC_HEADER, encoding="utf-8")
-        with open(DOC, "a", encoding="utf-8") as doc:
-            doc.write(text)
-    print(
-        f"raw results: {out.relative_to(ROOT)}"
-        + ("" if args.no_doc else f"; appended to {DOC.relative_to(ROOT)}")
-    )
+    publish("webhook", raw, text, started, no_doc=args.no_doc)
     return 3 if args.strict and not met else 0
 
 

@@ -65,6 +65,23 @@ class Mail:
             await asyncio.sleep(0.05)
 
 
+def create_ada(db: Database) -> str:
+    user = store.create_user(
+        db,
+        first_name="Ada",
+        last_name="L",
+        date_of_birth=date(1990, 1, 1),
+        phone=E164("+442079460958"),
+        email_address=EmailAddress(OUR_ADDRESS),
+    )
+    return user.id
+
+
+def app_with_smtp(settings: Settings, resolver: StaticResolver) -> Any:
+    smtp = SmtpSettings(enabled=True, listen="127.0.0.1:0", hostname="mx.optmsg.example")
+    return create_app(settings.model_copy(update={"smtp": smtp}), resolver=resolver)
+
+
 def message(
     subject: str = "Statement",
     body: str = "Your statement is ready.",
@@ -106,21 +123,13 @@ async def mail(
             "bank.example": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]},
         }
     )
-    user = store.create_user(
-        db,
-        first_name="Ada",
-        last_name="L",
-        date_of_birth=date(1990, 1, 1),
-        phone=E164("+442079460958"),
-        email_address=EmailAddress(OUR_ADDRESS),
-    )
-    trust.add(db, user.id, EmailAddress(BANK))
-    smtp = SmtpSettings(enabled=True, listen="127.0.0.1:0", hostname="mx.optmsg.example")
-    app = create_app(settings.model_copy(update={"smtp": smtp}), resolver=resolver)
+    user_id = create_ada(db)
+    trust.add(db, user_id, EmailAddress(BANK))
+    app = app_with_smtp(settings, resolver)
     client = await aiohttp_client(app)
     port = app[RUNTIME].smtp_port
     assert port is not None
-    return Mail(client, port, store.create_token(db, user.id)[1], db, keys)
+    return Mail(client, port, store.create_token(db, user_id)[1], db, keys)
 
 
 async def test_dkim_aligned_mail_from_trusted_sender_lands_in_inbox(mail: Mail) -> None:
@@ -224,23 +233,13 @@ async def test_pending_raw_mail_is_processed_at_start(
 ) -> None:
     from inbox import raw_store
 
-    store.create_user(
-        db,
-        first_name="Ada",
-        last_name="L",
-        date_of_birth=date(1990, 1, 1),
-        phone=E164("+442079460958"),
-        email_address=EmailAddress(OUR_ADDRESS),
-    )
+    create_ada(db)
     raw = raw_store.new_raw(
         peer_ip=CLIENT_IP, helo="client", mail_from=BANK, recipients=[OUR_ADDRESS], data=message()
     )
     with db.write.begin() as conn:
         raw_store.insert_raw_batch(conn, [raw])  # spooled, then the process "crashed"
-    smtp = SmtpSettings(enabled=True, listen="127.0.0.1:0", hostname="mx.optmsg.example")
-    await aiohttp_client(
-        create_app(settings.model_copy(update={"smtp": smtp}), resolver=StaticResolver({}))
-    )
+    await aiohttp_client(app_with_smtp(settings, StaticResolver({})))
     for _ in range(100):
         with db.read.connect() as conn:
             if conn.execute(sa.select(sa.func.count()).select_from(messages_t)).scalar_one():
@@ -270,14 +269,7 @@ async def test_every_pending_raw_mail_is_processed_at_start_not_just_one_page(
 ) -> None:
     from inbox import raw_store
 
-    store.create_user(
-        db,
-        first_name="Ada",
-        last_name="L",
-        date_of_birth=date(1990, 1, 1),
-        phone=E164("+442079460958"),
-        email_address=EmailAddress(OUR_ADDRESS),
-    )
+    create_ada(db)
     raws = [
         raw_store.new_raw(
             peer_ip=CLIENT_IP,
@@ -290,10 +282,7 @@ async def test_every_pending_raw_mail_is_processed_at_start_not_just_one_page(
     ]
     with db.write.begin() as conn:
         raw_store.insert_raw_batch(conn, raws)
-    smtp = SmtpSettings(enabled=True, listen="127.0.0.1:0", hostname="mx.optmsg.example")
-    await aiohttp_client(
-        create_app(settings.model_copy(update={"smtp": smtp}), resolver=StaticResolver({}))
-    )
+    await aiohttp_client(app_with_smtp(settings, StaticResolver({})))
     for _ in range(600):
         if not raw_store.pending_ids(db):
             break
