@@ -214,8 +214,15 @@ def _is_locked(exc: sa.exc.OperationalError) -> bool:
 
 
 def _end(trans: sa.RootTransaction, commit: bool) -> None:
+    """Commit or roll back; a failed commit (disk full) is rolled back so that the
+    long-lived connection is clean for the next batch."""
     if commit:
-        trans.commit()
+        try:
+            trans.commit()
+        except BaseException:
+            if trans.is_active:
+                trans.rollback()
+            raise
     elif trans.is_active:
         trans.rollback()
 
