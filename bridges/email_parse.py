@@ -159,7 +159,10 @@ def _decode_base64(data: bytes) -> bytes:
     try:
         return binascii.a2b_base64(data)
     except binascii.Error:
-        pass
+        return _decode_damaged_base64(data)
+
+
+def _decode_damaged_base64(data: bytes) -> bytes:
     # Bad padding or stray characters: keep the alphabet, re-pad, drop a dangling
     # sixth of a byte. Mail clients show what they can rather than nothing.
     clean = data.translate(None, _NOT_BASE64)

@@ -11,7 +11,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import sqlalchemy as sa
@@ -33,7 +33,8 @@ def services_required() -> bool:
     return os.environ.get("OPTMSG_REQUIRE_SERVICES") == "1"
 
 
-def missing_service(name: str, why: str) -> None:
+def missing_service(name: str, why: str) -> NoReturn:
+    """Skip (locally) or fail (CI sets OPTMSG_REQUIRE_SERVICES=1), saying what is missing."""
     message = f"{name} not available: {why}"
     if services_required():
         pytest.fail(message + " (OPTMSG_REQUIRE_SERVICES=1)")

@@ -150,7 +150,11 @@ async def deliver_until_acknowledged(
                     f"the gateway refused {webhook.sid} with HTTP {resp.status}: {answer}"
                 )
         except (aiohttp.ClientError, TimeoutError):
-            pass
+            # The gateway is down (killed on purpose) or did not answer: not
+            # acknowledged, so resend it, as Twilio retries a connection failure.
+            log.failed_attempts += 1
+            await asyncio.sleep(RETRY_PAUSE_S)
+            continue
         log.failed_attempts += 1
         await asyncio.sleep(RETRY_PAUSE_S)
 
@@ -180,14 +184,17 @@ async def send_all_with_a_crash(
     log = DeliveryLog()
     queue = deque(webhooks)
     budget = deadline.remaining("sending the webhooks")
+    timed_out = False
     try:
         async with asyncio.timeout(budget), asyncio.TaskGroup() as tasks:
             tasks.create_task(kill_and_restart_mid_traffic(server, log, deadline))
             for _ in range(CLIENTS):
                 tasks.create_task(run_client(url, queue, log))
-        return log
     except TimeoutError:
-        pass  # failed below, outside the handler, so the report is only our message
+        timed_out = True
+    if not timed_out:
+        return log
+    # Failed outside the handler, so that the report is only our message.
     pytest.fail(
         f"only {len(log.acknowledged)} of {len(webhooks)} webhooks were acknowledged within "
         f"{budget:.0f} s (starts of the gateway: {server.starts}; "

@@ -19,6 +19,7 @@ authentication and, although its sender is trusted, is quarantined for that reas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import smtplib
 import sqlite3
@@ -252,16 +253,16 @@ def run_client(
     """One sending MTA: takes emails off the shared queue until it is empty."""
     connection: smtplib.SMTP | None = None
     try:
-        while not stop.is_set():
+        while not stop.is_set() and queue:
             try:
                 email = queue.popleft()
-            except IndexError:
-                return
+            except IndexError:  # another client took the last one
+                break
             connection = deliver_until_acknowledged(address, email, log, connection, stop)
         if connection is not None:
-            connection.quit()
-    except (smtplib.SMTPException, OSError):
-        pass
+            # Every email is acknowledged by now; a failed goodbye loses nothing.
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                connection.quit()
     finally:
         hang_up(connection)
 

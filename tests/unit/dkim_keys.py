@@ -9,12 +9,11 @@ service-backed tests do.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 
-import pytest
+from tests.conftest import missing_service
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +30,7 @@ def generate(bits: int = 1024) -> KeyPair:
     """A new RSA key pair (1024 bits: the smallest verifiers accept, fast to make)."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        message = "openssl not available: cannot generate DKIM test keys"
-        if os.environ.get("OPTMSG_REQUIRE_SERVICES") == "1":
-            pytest.fail(message + " (OPTMSG_REQUIRE_SERVICES=1)")
-        pytest.skip(message)
+        missing_service("openssl", "cannot generate DKIM test keys")
     private_pem = subprocess.run(
         [openssl, "genpkey", "-algorithm", "RSA", "-pkeyopt", f"rsa_keygen_bits:{bits}"],
         check=True,
