@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from config import load_settings
-from gateway.devtools import sign
+from gateway.devtools import inbound_sms_form, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -100,20 +100,13 @@ def write_requests(
     with open(path, "w", encoding="ascii", newline="") as out:
         for i in range(count):
             sid = "SM" + secrets.token_hex(16)
-            params = [
-                ("ToCountry", "US"),
-                ("SmsMessageSid", sid),
-                ("NumMedia", "0"),
-                ("SmsSid", sid),
-                ("SmsStatus", "received"),
-                ("Body", f"bench message {i} from {path.name}"),
-                ("To", SMS_NUMBER),
-                ("NumSegments", "1"),
-                ("MessageSid", sid),
-                ("AccountSid", account_sid),
-                ("From", TRUSTED if (i % 2 == 0) == trusted_first else STRANGER),
-                ("ApiVersion", "2010-04-01"),
-            ]
+            params = inbound_sms_form(
+                sid=sid,
+                sender=TRUSTED if (i % 2 == 0) == trusted_first else STRANGER,
+                to=SMS_NUMBER,
+                body=f"bench message {i} from {path.name}",
+                account_sid=account_sid,
+            )
             body = urlencode(params)
             out.write(
                 f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"

@@ -14,6 +14,7 @@ from gateway.openapi import openapi_document
 from gateway.problems import problem
 from inbox import store
 from inbox.errors import NotFound
+from inbox.ids import looks_like_id
 from inbox.message import Folder
 
 API_PREFIX = "/api/v1"
@@ -53,12 +54,13 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int | None:
+    """The parameter's value, its default when absent, or None when out of range."""
     raw = request.query.get(name)
     if raw is None:
         return default
     if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise web.HTTPBadRequest(reason=f"{name} must be a whole number from {lo} to {hi}")
+        return None
     return int(raw)
 
 
@@ -68,10 +70,9 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
         folder = Folder(folder_raw)
     except ValueError:
         return problem(400, "folder must be one of: inbox, quarantine")
-    try:
-        limit = _query_int(request, "limit", 50, 1, store.MAX_PAGE)
-    except web.HTTPBadRequest as exc:
-        return problem(400, exc.reason)
+    limit = _query_int(request, "limit", 50, 1, store.MAX_PAGE)
+    if limit is None:
+        return problem(400, f"limit must be a whole number from 1 to {store.MAX_PAGE}")
     cursor = request.query.get("cursor") or None
     try:
         page = await _in_pool(
@@ -90,6 +91,8 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
 
 async def get_message(request: web.Request) -> web.StreamResponse:
     message_id = request.match_info["message_id"]
+    if not looks_like_id("msg", message_id):
+        return problem(404, "no such message")  # no query for what cannot be an id
     try:
         message = await _in_pool(
             request, store.get_message, request.config_dict[DATABASE], request[USER_ID], message_id

@@ -113,7 +113,7 @@ def _toml_like(data: dict[str, Any], prefix: str = "") -> str:
         if lines:
             lines.append("")
         lines.append(_toml_like(value, f"{prefix}.{key}" if prefix else key))
-    return "\n".join(line for line in lines)
+    return "\n".join(lines)
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:

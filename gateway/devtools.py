@@ -72,13 +72,11 @@ def sign(url: str, params: list[tuple[str, str]], auth_token: str) -> str:
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
-async def send_test_sms(
-    settings: Settings, *, sender: str, to: str, body: str, message_sid: str | None = None
-) -> tuple[int, str, str]:
-    """POST a signed inbound-SMS webhook to ``public_url``; returns (status, body, sid)."""
-    sid = message_sid or "SM" + secrets.token_hex(16)
-    tw = settings.bridges.twilio
-    params = [
+def inbound_sms_form(
+    *, sid: str, sender: str, to: str, body: str, account_sid: str
+) -> list[tuple[str, str]]:
+    """The parameters Twilio posts for one inbound SMS (the fields its webhook sends)."""
+    return [
         ("ToCountry", "US"),
         ("SmsMessageSid", sid),
         ("NumMedia", "0"),
@@ -88,10 +86,19 @@ async def send_test_sms(
         ("To", to),
         ("NumSegments", "1"),
         ("MessageSid", sid),
-        ("AccountSid", tw.account_sid),
+        ("AccountSid", account_sid),
         ("From", sender),
         ("ApiVersion", "2010-04-01"),
     ]
+
+
+async def send_test_sms(
+    settings: Settings, *, sender: str, to: str, body: str, message_sid: str | None = None
+) -> tuple[int, str, str]:
+    """POST a signed inbound-SMS webhook to ``public_url``; returns (status, body, sid)."""
+    sid = message_sid or "SM" + secrets.token_hex(16)
+    tw = settings.bridges.twilio
+    params = inbound_sms_form(sid=sid, sender=sender, to=to, body=body, account_sid=tw.account_sid)
     url = settings.http.public_url + "/bridges/twilio/sms"
     headers = {
         "X-Twilio-Signature": sign(url, params, tw.auth_token.get_secret_value()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 import sqlalchemy as sa
 
@@ -63,4 +64,6 @@ class IngestPipeline:
                 message_id=ref.message_id,
                 duplicate=not ref.inserted,
             )
-        return [r for r in results if r is not None]
+        if any(r is None for r in results):
+            raise RuntimeError("the store returned fewer results than messages")
+        return cast(list[IngestResult], results)

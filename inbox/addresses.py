@@ -87,12 +87,6 @@ def _possible_reason(code: int) -> str:
     return reasons.get(code, "not a valid phone number")
 
 
-def format_phone(number: E164) -> str:
-    """Human-friendly international spelling of a canonical number (for display)."""
-    parsed = phonenumbers.parse(number, None)
-    return phonenumbers.format_number(parsed, PhoneNumberFormat.INTERNATIONAL)
-
-
 def region_of(number: E164) -> str:
     """The ISO region a canonical number belongs to (a user's default region)."""
     region = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
@@ -143,10 +137,6 @@ def parse_address(text: str, default_region: str = "US") -> Address:
     if "@" in text:
         return parse_email(text)
     return parse_phone(text, default_region)
-
-
-def is_phone(address: str) -> bool:
-    return address.startswith("+")
 
 
 def is_email(address: str) -> bool:

@@ -144,36 +144,36 @@ class GroupCommitter(Generic[T, R]):
             _resolve(pending, result)
 
     async def _transact(self, items: list[T]) -> Sequence[R]:
-        if not self._inline:
-            return await self._transact_now(items)
-        async with self._write_lock:
-            return await self._transact_now(items)
-
-    async def _transact_now(self, items: list[T]) -> Sequence[R]:
-        loop = asyncio.get_running_loop()
-        if not self._inline:
-            results = await loop.run_in_executor(self._thread, self._transact_blocking, items)
+        if self._inline:
+            async with self._write_lock:
+                results = await self._transact_inline(items)
         else:
-            # SQLite: the statements run on the event loop; the commit (an fsync) runs
-            # on the thread so that the loop keeps reading requests meanwhile, which
-            # then form the next batch.
-            conn = self._conn
-            if conn is None:
-                raise WriterClosed("the writer is not running")
-            try:
-                trans = conn.begin()
-            except sa.exc.OperationalError as exc:
-                if not _is_locked(exc):
-                    raise
-                trans = await loop.run_in_executor(self._thread, self._begin_waiting, conn)
-            try:
-                results = self._work(conn, items)
-            except BaseException:
-                _end(trans, commit=False)
-                raise
-            await loop.run_in_executor(self._thread, _end, trans, True)
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self._thread, self._transact_blocking, items)
         self.batches += 1
         self.items += len(items)
+        return results
+
+    async def _transact_inline(self, items: list[T]) -> Sequence[R]:
+        """SQLite: the statements run on the event loop; the commit (an fsync) runs on
+        the thread so that the loop keeps reading requests meanwhile, which then form
+        the next batch."""
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        if conn is None:
+            raise WriterClosed("the writer is not running")
+        try:
+            trans = conn.begin()
+        except sa.exc.OperationalError as exc:
+            if not _is_locked(exc):
+                raise
+            trans = await loop.run_in_executor(self._thread, self._begin_waiting, conn)
+        try:
+            results = self._work(conn, items)
+        except BaseException:
+            _end(trans, commit=False)
+            raise
+        await loop.run_in_executor(self._thread, _end, trans, True)
         return results
 
     def _transact_blocking(self, items: list[T]) -> Sequence[R]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import Sequence
@@ -187,10 +186,12 @@ def delete_user(db: Database, blobs: BlobStore, user_id: str) -> None:
             ).scalars()
         )
         conn.execute(users_t.delete().where(users_t.c.id == user_id))
-    _delete_unreferenced_blobs(db, blobs, digests)
+    delete_unreferenced_blobs(db, blobs, digests)
 
 
-def _delete_unreferenced_blobs(db: Database, blobs: BlobStore, digests: set[str]) -> None:
+def delete_unreferenced_blobs(db: Database, blobs: BlobStore, digests: set[str]) -> None:
+    """Delete the blobs among ``digests`` that no attachment row references any more
+    (content-addressed: another message, or another user, may share one)."""
     if not digests:
         return
     with db.read.connect() as conn:
@@ -237,13 +238,10 @@ def user_for_token(db: Database, token: str) -> str | None:
     digest = hash_token(token)
     with db.read.connect() as conn:
         row = conn.execute(
-            sa.select(api_tokens_t.c.user_id, api_tokens_t.c.token_hash).where(
-                api_tokens_t.c.token_hash == digest
-            )
+            sa.select(api_tokens_t.c.user_id).where(api_tokens_t.c.token_hash == digest)
         ).first()
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
-        return None
-    return str(row.user_id)
+    # The lookup is by the token's hash, so it reveals nothing about the token itself.
+    return str(row.user_id) if row is not None else None
 
 
 # --- messages --------------------------------------------------------------------------

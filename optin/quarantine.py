@@ -12,6 +12,7 @@ from inbox.db import Database
 from inbox.errors import NotFound
 from inbox.message import Folder
 from inbox.models import attachments_t, messages_t
+from inbox.store import delete_unreferenced_blobs
 from optin.decide import TrustVerdict
 from optin.errors import NotQuarantined
 from optin.trust import Source, lock_user, set_entry
@@ -76,21 +77,9 @@ def deny(db: Database, blobs: BlobStore, user_id: str, message_id: str) -> Revie
                 )
             ).scalars()
         )
-        conn.execute(attachments_t.delete().where(attachments_t.c.message_id.in_(held)))
+        # Attachment rows go with their messages (ON DELETE CASCADE).
         deleted = conn.execute(
             messages_t.delete().where(messages_t.c.id.in_(held.scalar_subquery()))
         ).rowcount
-        still_used = (
-            set(
-                conn.execute(
-                    sa.select(attachments_t.c.sha256).where(
-                        attachments_t.c.sha256.in_(sorted(digests))
-                    )
-                ).scalars()
-            )
-            if digests
-            else set()
-        )
-    for digest in digests - still_used:
-        blobs.delete(digest)
+    delete_unreferenced_blobs(db, blobs, digests)
     return ReviewResult(sender, TrustVerdict.BLOCKED, deleted)
