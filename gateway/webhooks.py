@@ -55,11 +55,8 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
         return problem(503, "the message could not be stored; try again")
     if result.outcome is Outcome.UNROUTABLE:
         log.warning("twilio webhook unroutable: %s", result.reason)
-    if result.duplicate:
-        metrics.duplicates.labels(bridge.name).inc()
-    else:
-        metrics.messages.labels(bridge.name, str(result.outcome)).inc()
-    metrics.webhook_seconds.labels(bridge.name).observe(time.perf_counter() - started)
+    metrics.count_inbound(bridge.name, result.outcome, duplicate=result.duplicate)
+    metrics.webhook_latency(bridge.name).observe(time.perf_counter() - started)
     return web.Response(
         status=response.status, body=response.body, content_type=response.content_type
     )

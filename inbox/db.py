@@ -9,6 +9,7 @@ that they never queue behind the writer. PostgreSQL uses one engine for both.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,14 @@ def _sqlite_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql(begin)
+        # Straight to the driver: SQLAlchemy's execution path (events, result
+        # objects) costs more than the statement, once per write batch.
+        driver = conn.connection.driver_connection
+        try:
+            driver.execute(begin)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            # Callers handle SQLAlchemy's exceptions (a busy lock is retried).
+            raise sa.exc.DBAPIError.instance(begin, None, exc, sqlite3.Error) from exc
 
     return engine
 

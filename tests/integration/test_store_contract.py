@@ -50,6 +50,16 @@ def test_same_key_twice_in_one_batch_is_stored_once(db: Database) -> None:
     assert count(db, messages_t) == 1
 
 
+def test_batch_mixing_new_and_stored_keys_inserts_only_the_new_ones(db: Database) -> None:
+    make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
+    (stored,) = run_batch(db, [inbound("SM20", text="first")])
+    a, retry, b = run_batch(db, [inbound("SM21"), inbound("SM20"), inbound("SM22")])
+    assert (a.duplicate, retry.duplicate, b.duplicate) == (False, True, False)
+    assert retry.message_id == stored.message_id
+    assert len({a.message_id, b.message_id, stored.message_id}) == 3
+    assert count(db, messages_t) == 3
+
+
 def test_unroutable_recipient_stores_nothing(db: Database) -> None:
     (result,) = run_batch(db, [inbound("SM3", to="+14155550777")])
     assert result.outcome is Outcome.UNROUTABLE
