@@ -198,6 +198,18 @@ class OptinSettings(_Section):
     default_region: str = "US"
     # Quarantine (not admit) email from a trusted address that failed SPF/DKIM/DMARC.
     require_email_auth: bool = True
+    # Held messages are deleted this many days after they arrived.
+    quarantine_days: int = Field(default=30, ge=1, le=3650)
+    # How long a screener allow/block can be undone; a block deletes the held
+    # messages for good only after this.
+    undo_seconds: int = Field(default=60, ge=0, le=86_400)
+    # How often the retention job (expiry, purge of blocked mail) runs.
+    retention_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    # A counterpart the user sends a message to becomes trusted.
+    auto_trust_sent_to: bool = True
+    # Largest address book upload (vCard, CSV or JSON) and most contacts per user.
+    max_contacts_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    max_contacts: int = Field(default=50_000, ge=1, le=1_000_000)
 
     @field_validator("default_region")
     @classmethod

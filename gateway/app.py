@@ -30,7 +30,8 @@ from gateway.mail import run_mail
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
-from inbox.blobs import DirectoryBlobStore
+from gateway.retention import run_retention
+from inbox.blobs import BlobStore, DirectoryBlobStore
 from inbox.committer import GroupCommitter
 from inbox.db import Database, checkpoint, open_database
 from inbox.message import Inbound, IngestResult
@@ -91,6 +92,21 @@ async def _checkpoint_periodically(db: Database, pool: ThreadPoolExecutor) -> No
             log.exception("WAL checkpoint failed; will retry")
 
 
+async def _retention_periodically(
+    settings: Settings, db: Database, blobs: BlobStore, pool: ThreadPoolExecutor
+) -> None:
+    """Expire old held messages and delete blocked mail whose undo window has passed.
+    Every gateway process runs it; the deletes are idempotent, so several at once only
+    repeat work."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(pool, run_retention, settings, db, blobs)
+        except Exception:
+            log.exception("retention run failed; will retry")
+        await asyncio.sleep(settings.optin.retention_interval_s)
+
+
 def create_app(
     settings: Settings, *, migrate: bool = True, resolver: Resolver | None = None
 ) -> web.Application:
@@ -99,7 +115,12 @@ def create_app(
     ``resolver`` answers the email bridge's DNS queries (default: the system's)."""
     app = web.Application(
         middlewares=[errors_as_problems],
-        client_max_size=max(settings.http.max_webhook_bytes, settings.http.max_api_body_bytes),
+        # The largest body any route accepts; each handler enforces its own limit.
+        client_max_size=max(
+            settings.http.max_webhook_bytes,
+            settings.http.max_api_body_bytes,
+            settings.optin.max_contacts_bytes,
+        ),
     )
     # Created here (nothing connects yet) so that app state is complete before the
     # app is frozen; threads start and connections open in ``resources``.
@@ -133,6 +154,9 @@ def create_app(
                 await loop.run_in_executor(pool, upgrade, db)
             committer.start()
             checkpointer = asyncio.create_task(_checkpoint_periodically(db, pool))
+            retention = asyncio.create_task(
+                _retention_periodically(settings, db, app[BLOBS], pool), name="retention"
+            )
             async with contextlib.AsyncExitStack() as stack:
                 if settings.smtp.enabled:
                     await stack.enter_async_context(
@@ -148,9 +172,10 @@ def create_app(
                         )
                     )
                 yield
-            checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checkpointer
+            for task in (checkpointer, retention):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         finally:
             # Commit what was submitted before the event loop goes away.
             await committer.stop()

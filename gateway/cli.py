@@ -24,14 +24,16 @@ import sqlalchemy as sa
 from config import ConfigError, Settings, load_settings
 from gateway import devtools
 from gateway.logs import configure_logging
+from gateway.retention import run_retention
 from inbox import store
-from inbox.addresses import parse_address, parse_email, parse_phone
+from inbox.addresses import parse_email, parse_phone
 from inbox.blobs import DirectoryBlobStore
 from inbox.db import Database, open_database
 from inbox.errors import AddressError, InboxError, NotFound
 from inbox.message import Folder
 from inbox.migrate import upgrade
-from optin import TrustVerdict, quarantine, trust
+from optin import TrustVerdict, address_book, parse_contacts, quarantine, screener, trust
+from optin.contacts import ContactsTooLarge
 from optin.errors import OptinError
 
 
@@ -192,10 +194,16 @@ def _address(value: str, settings: Settings, db: Database, user_id: str) -> str:
     reason = ""
     for region in dict.fromkeys(regions):
         try:
-            return parse_address(value, region)
+            return trust.parse_entry(value, region)
         except AddressError as exc:
             reason = exc.reason
-    raise UsageError(f"ADDRESS: {value!r} is not a phone number or email address: {reason}")
+    raise UsageError(
+        f"ADDRESS: {value!r} is not a phone number, email address or @domain: {reason}"
+    )
+
+
+def _region(settings: Settings, db: Database, user_id: str) -> str:
+    return store.get_user(db, user_id).region or settings.optin.default_region
 
 
 def cmd_optin_add(args: argparse.Namespace) -> int:
@@ -281,6 +289,175 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
 
 def cmd_quarantine_deny(args: argparse.Namespace) -> int:
     return _review(args, "deny")
+
+
+def cmd_quarantine_senders(args: argparse.Namespace) -> int:
+    with _session(args) as (settings, db):
+        region = _region(settings, db, args.user_id)
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = screener.cards(
+                db,
+                args.user_id,
+                region=region,
+                quarantine_days=settings.optin.quarantine_days,
+                limit=store.MAX_PAGE,
+                cursor=cursor,
+            )
+            items.extend(page.items)
+            if page.next is None:
+                break
+            cursor = page.next
+    _print(
+        args,
+        {"items": items, "next": None},
+        lambda: (
+            "\n".join(
+                f"{c['display']} <{c['sender']}>  {c['count']} held, latest "
+                f"{c['latest']['received_at']}  {c['latest']['preview'][:50]!r}  "
+                f"({c['reason']}; expires {c['expires_at']})"
+                for c in items
+            )
+            or "nothing held"
+        ),
+    )
+    return 0
+
+
+def _screen(args: argparse.Namespace, action: str) -> int:
+    with _session(args) as (settings, db):
+        store.get_user(db, args.user_id)
+        senders = [_address(s, settings, db, args.user_id) for s in args.senders]
+        try:
+            decide = screener.allow if action == "allow" else screener.block
+            result = decide(db, args.user_id, senders)
+        except ValueError as exc:
+            raise UsageError(f"SENDER: {exc}") from None
+    verb = "moved to the inbox" if action == "allow" else "discarded"
+    _print(
+        args,
+        result.as_json(),
+        f"{action}: {', '.join(result.senders)}; {result.messages} held message(s) {verb}",
+    )
+    return 0
+
+
+def cmd_quarantine_allow(args: argparse.Namespace) -> int:
+    return _screen(args, "allow")
+
+
+def cmd_quarantine_block(args: argparse.Namespace) -> int:
+    return _screen(args, "block")
+
+
+def cmd_quarantine_undo(args: argparse.Namespace) -> int:
+    with _session(args) as (settings, db):
+        store.get_user(db, args.user_id)
+        result = screener.undo(db, args.user_id, window_seconds=settings.optin.undo_seconds)
+    _print(
+        args,
+        result.as_json(),
+        f"undid {result.action} of "
+        f"{', '.join(result.senders)}; {result.messages} message(s) held again",
+    )
+    return 0
+
+
+def cmd_quarantine_expire(args: argparse.Namespace) -> int:
+    with _session(args) as (settings, db):
+        result = run_retention(settings, db, DirectoryBlobStore(settings.storage.blob_dir))
+    _print(
+        args,
+        result.as_json(),
+        f"{result.expired} held message(s) expired, {result.purged} blocked message(s) purged",
+    )
+    return 0
+
+
+def cmd_contacts_import(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    with _session(args) as (settings, db):
+        region = _region(settings, db, args.user_id)
+        try:
+            size = path.stat().st_size
+            if size > settings.optin.max_contacts_bytes:
+                raise ContactsTooLarge(
+                    f"the file is {size:,} bytes; the limit is "
+                    f"{settings.optin.max_contacts_bytes:,} bytes",
+                    settings.optin.max_contacts_bytes,
+                )
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"FILE: cannot read {path}: {exc.strerror}") from None
+        report = parse_contacts(
+            data,
+            region=region,
+            filename=path.name,
+            max_bytes=settings.optin.max_contacts_bytes,
+            max_contacts=settings.optin.max_contacts,
+        )
+        result = address_book.import_contacts(
+            db, args.user_id, report, max_contacts=settings.optin.max_contacts
+        )
+    data_out = result.as_json()
+    _print(
+        args,
+        data_out,
+        lambda: "\n".join(
+            [f"imported {result.imported} contact(s) ({report.format})"]
+            + [
+                f"  skipped {r['position']}: {r['name'] or ''} {r['value']!r}: {r['reason']}"
+                for r in data_out["rejected"]
+            ]
+        ),
+    )
+    return 0
+
+
+def cmd_contacts_list(args: argparse.Namespace) -> int:
+    with _session(args) as (_, db):
+        store.get_user(db, args.user_id)
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = address_book.list_page(db, args.user_id, limit=store.MAX_PAGE, cursor=cursor)
+            items.extend(page.items)
+            if page.next is None:
+                break
+            cursor = page.next
+    _print(
+        args,
+        {"items": items, "next": None},
+        lambda: (
+            "\n".join(
+                f"{c['id']}  {c['name']}  {' '.join(c['phones'] + c['emails'])}" for c in items
+            )
+            or "no contacts"
+        ),
+    )
+    return 0
+
+
+def cmd_contacts_optin(args: argparse.Namespace) -> int:
+    if args.all == bool(args.contact_ids):
+        raise UsageError("CONTACT_ID: name contacts, or give --all (not both)")
+    with _session(args) as (_, db):
+        store.get_user(db, args.user_id)
+        added = address_book.opt_in(db, args.user_id, None if args.all else args.contact_ids)
+    _print(args, {"added": added}, f"{added} sender(s) now trusted")
+    return 0
+
+
+def cmd_contacts_delete(args: argparse.Namespace) -> int:
+    with _session(args) as (_, db):
+        contacts, entries = address_book.delete_all(db, args.user_id, untrust=args.untrust)
+    _print(
+        args,
+        {"contacts": contacts, "trusted_senders": entries},
+        f"deleted {contacts} contact(s) and {entries} trust entr{'y' if entries == 1 else 'ies'}",
+    )
+    return 0
 
 
 def cmd_dev_init(args: argparse.Namespace) -> int:
@@ -389,6 +566,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("message_id", metavar="MESSAGE_ID")
     p = add(q, "deny", cmd_quarantine_deny, "block the sender; delete their held messages")
     p.add_argument("message_id", metavar="MESSAGE_ID")
+    p = add(q, "senders", cmd_quarantine_senders, "the screener: held messages by sender")
+    p.add_argument("user_id", metavar="USER_ID")
+    p = add(q, "allow", cmd_quarantine_allow, "trust senders; move their held mail to the inbox")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("senders", metavar="SENDER", nargs="+")
+    p = add(q, "block", cmd_quarantine_block, "block senders; discard their held mail")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("senders", metavar="SENDER", nargs="+")
+    p = add(q, "undo", cmd_quarantine_undo, "undo the user's latest allow/block")
+    p.add_argument("user_id", metavar="USER_ID")
+    add(q, "expire", cmd_quarantine_expire, "run the retention job now (all users)")
+
+    contacts = sub.add_parser("contacts", help="address books").add_subparsers(
+        dest="contacts_cmd", required=True
+    )
+    p = add(contacts, "import", cmd_contacts_import, "import a vCard, CSV or JSON address book")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("file", metavar="FILE")
+    p = add(contacts, "list", cmd_contacts_list, "list a user's contacts")
+    p.add_argument("user_id", metavar="USER_ID")
+    p = add(contacts, "optin", cmd_contacts_optin, "trust contacts' numbers and addresses")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("contact_ids", metavar="CONTACT_ID", nargs="*")
+    p.add_argument("--all", action="store_true", help="every contact")
+    p = add(contacts, "delete", cmd_contacts_delete, "delete the whole address book")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument(
+        "--untrust", action="store_true", help="also remove trust entries that came from it"
+    )
 
     dev = sub.add_parser("dev", help="development helpers").add_subparsers(
         dest="dev_cmd", required=True

@@ -9,6 +9,7 @@ from typing import cast
 
 import sqlalchemy as sa
 
+from inbox.addresses import EmailAddress, domain_of, is_email
 from inbox.ingest_store import NewMessage, StoredRef, insert_messages, lookup_routes, lookup_trust
 from inbox.message import Folder, Inbound, IngestResult, Outcome, Verdict
 from optin.decide import Decision, Policy, TrustVerdict, decide
@@ -18,7 +19,12 @@ log = logging.getLogger(__name__)
 REASON_UNROUTABLE = "recipient address is not an OptMsg number of any user"
 
 _FOLDER = {Verdict.ADMIT: Folder.INBOX, Verdict.QUARANTINE: Folder.QUARANTINE}
-_OUTCOME = {str(Folder.INBOX): Outcome.ADMITTED, str(Folder.QUARANTINE): Outcome.QUARANTINED}
+_OUTCOME = {
+    str(Folder.INBOX): Outcome.ADMITTED,
+    str(Folder.QUARANTINE): Outcome.QUARANTINED,
+    # A retry of a message the user has since blocked from the screener.
+    str(Folder.DISCARDED): Outcome.DROPPED,
+}
 
 
 class IngestPipeline:
@@ -29,9 +35,14 @@ class IngestPipeline:
 
     def process(self, conn: sa.Connection, batch: Sequence[Inbound]) -> list[IngestResult]:
         routes = lookup_routes(conn, (m.recipient for m in batch))
-        trust = lookup_trust(
-            conn, ((routes[m.recipient], m.sender) for m in batch if m.recipient in routes)
-        )
+        wanted: list[tuple[str, str]] = []
+        for m in batch:
+            user = routes.get(m.recipient)
+            if user is not None:
+                wanted.append((user, m.sender))
+                if is_email(m.sender):
+                    wanted.append((user, domain_of(EmailAddress(m.sender))))
+        trust = lookup_trust(conn, wanted)
         results: list[IngestResult | None] = [None] * len(batch)
         to_store: list[NewMessage] = []
         slots: list[int] = []
@@ -41,8 +52,17 @@ class IngestPipeline:
                 results[i] = IngestResult(Outcome.UNROUTABLE, REASON_UNROUTABLE)
                 continue
             entry = trust.get((user_id, msg.sender))
+            domain_entry = (
+                trust.get((user_id, domain_of(EmailAddress(msg.sender))))
+                if is_email(msg.sender)
+                else None
+            )
             decision: Decision = decide(
-                msg.sender, TrustVerdict(entry) if entry else None, msg.auth, self.policy
+                msg.sender,
+                TrustVerdict(entry) if entry else None,
+                msg.auth,
+                self.policy,
+                TrustVerdict(domain_entry) if domain_entry else None,
             )
             if decision.verdict is Verdict.DROP:
                 # Blocked senders leave no trace: nothing stored, nothing notified.

@@ -20,6 +20,8 @@ E164 = NewType("E164", str)
 EmailAddress = NewType("EmailAddress", str)
 #: An SMS sender without a phone number: ``short:12345`` (short code) or ``alpha:MYBANK``.
 SenderId = NewType("SenderId", str)
+#: A whole email domain on a trust list, written ``@example.com`` (IDNA, lower case).
+EmailDomain = NewType("EmailDomain", str)
 Address = E164 | EmailAddress | SenderId
 
 _MAX_INPUT = 254  # RFC 5321 path limit; nothing longer is an address of either kind
@@ -93,6 +95,42 @@ def region_of(number: E164) -> str:
     return region or "US"
 
 
+def format_phone(number: E164, region: str) -> str:
+    """How a person in ``region`` writes the number: national form for a number of
+    that region, international form otherwise."""
+    parsed = phonenumbers.parse(number, None)
+    if phonenumbers.region_code_for_number(parsed) == region:
+        return phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(parsed, PhoneNumberFormat.INTERNATIONAL)
+
+
+def _ascii_domain(text: str, domain: str) -> str:
+    try:
+        ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise AddressError(text, "the domain is not a valid host name") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
+        raise AddressError(text, "the domain is not a valid host name")
+    return ascii_domain
+
+
+def parse_email_domain(text: str) -> EmailDomain:
+    """Parse a domain entry written ``@example.com`` (the leading '@' says it is a
+    whole domain rather than one address)."""
+    if len(text) > _MAX_INPUT:
+        raise AddressError(text, "too long to be a domain")
+    candidate = text.strip()
+    if not candidate.startswith("@") or candidate.count("@") != 1:
+        raise AddressError(text, "a domain entry is written @example.com")
+    return EmailDomain("@" + _ascii_domain(text, candidate[1:]))
+
+
+def domain_of(address: EmailAddress) -> EmailDomain:
+    """The domain entry that covers ``address``."""
+    return EmailDomain("@" + address.rpartition("@")[2])
+
+
 def parse_email(text: str) -> EmailAddress:
     """Parse a bare ``local@domain`` address; lower-case and IDNA-encode the domain.
 
@@ -112,14 +150,7 @@ def parse_email(text: str) -> EmailAddress:
         raise AddressError(text, "nothing before the '@'")
     if not _local_part_ok(local):
         raise AddressError(text, "the part before '@' has characters not allowed there")
-    try:
-        ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise AddressError(text, "the domain is not a valid host name") from None
-    labels = ascii_domain.split(".")
-    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
-        raise AddressError(text, "the domain is not a valid host name")
-    return EmailAddress(f"{local}@{ascii_domain}")
+    return EmailAddress(f"{local}@{_ascii_domain(text, domain)}")
 
 
 def _local_part_ok(local: str) -> bool:
@@ -140,7 +171,7 @@ def parse_address(text: str, default_region: str = "US") -> Address:
 
 
 def is_email(address: str) -> bool:
-    return "@" in address
+    return "@" in address and not address.startswith("@")
 
 
 _SHORT_CODE = re.compile(r"^[0-9]{3,8}$")

@@ -66,6 +66,10 @@ class Message(SQLModel, table=True):
         sa.UniqueConstraint("bridge", "external_id"),
         sa.Index("ix_messages_user_folder_id", "user_id", "folder", "id"),
         sa.Index("ix_messages_user_sender", "user_id", "sender"),
+        # The screener groups a user's held messages by sender; the retention job
+        # finds held messages by age across all users.
+        sa.Index("ix_messages_user_folder_sender_id", "user_id", "folder", "sender", "id"),
+        sa.Index("ix_messages_folder_received_at", "folder", "received_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -135,6 +139,39 @@ class RawMessage(SQLModel, table=True):
     auth_results: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
 
+class Contact(SQLModel, table=True):
+    """One entry of a user's uploaded address book; numbers and addresses canonical."""
+
+    __tablename__ = "contacts"
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(
+        sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True)
+    )
+    name: str = Field(max_length=200)
+    phones: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # JSON list of E.164
+    emails: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # JSON list
+    created_at: datetime
+
+
+class ScreenerDecision(SQLModel, table=True):
+    """A screener allow/block, kept so that the user can undo it for a short while.
+
+    ``payload`` (JSON) holds, per sender, the trust entry it replaced and the ids of
+    the messages it moved, grouped by their previous reason.
+    """
+
+    __tablename__ = "screener_decisions"
+    __table_args__ = (sa.Index("ix_screener_decisions_user_id_id", "user_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False))
+    action: str = Field(max_length=10)  # allow | block
+    payload: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime
+    undone: bool = False
+
+
 class ApiToken(SQLModel, table=True):
     """A client API bearer token. Only the SHA-256 of the token is stored."""
 
@@ -156,3 +193,5 @@ messages_t = Message.__table__  # type: ignore[attr-defined]
 attachments_t = Attachment.__table__  # type: ignore[attr-defined]
 api_tokens_t = ApiToken.__table__  # type: ignore[attr-defined]
 raw_messages_t = RawMessage.__table__  # type: ignore[attr-defined]
+contacts_t = Contact.__table__  # type: ignore[attr-defined]
+screener_decisions_t = ScreenerDecision.__table__  # type: ignore[attr-defined]

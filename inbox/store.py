@@ -34,6 +34,8 @@ from inbox.models import (
 
 TOKEN_PREFIX = "optmsg_"  # noqa: S105 - a public prefix, not a secret
 MAX_PAGE = 200
+#: The folders a user sees (``discarded`` holds blocked mail until the undo window ends).
+VISIBLE_FOLDERS = (Folder.INBOX, Folder.QUARANTINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,12 +249,14 @@ def user_for_token(db: Database, token: str) -> str | None:
 # --- messages --------------------------------------------------------------------------
 
 
-def _encode_cursor(folder: str, last_id: str) -> str:
-    raw = json.dumps([folder, last_id], separators=(",", ":")).encode()
+def encode_cursor(kind: str, last: str) -> str:
+    """An opaque cursor for keyset paging: what the list is, and its last key."""
+    raw = json.dumps([kind, last], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, folder: str) -> str:
+def decode_cursor(cursor: str, kind: str, max_length: int = 64) -> str:
+    """The last key from a cursor of ``kind``; InvalidCursor if it is not one of ours."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -262,11 +266,11 @@ def _decode_cursor(cursor: str, folder: str) -> str:
         not isinstance(data, list)
         or len(data) != 2
         or not all(isinstance(x, str) for x in data)
-        or len(data[1]) > 64
+        or len(data[1]) > max_length
     ):
         raise InvalidCursor("the cursor is not one this server issued")
-    if data[0] != folder:
-        raise InvalidCursor("the cursor belongs to another folder")
+    if data[0] != kind:
+        raise InvalidCursor("the cursor belongs to another list")
     return str(data[1])
 
 
@@ -345,6 +349,8 @@ def list_messages(
     db: Database, user_id: str, folder: Folder, *, limit: int = 50, cursor: str | None = None
 ) -> Page:
     """Newest first. ``next`` is an opaque cursor for the following page, or None."""
+    if folder not in VISIBLE_FOLDERS:
+        raise NotFound(f"no folder {folder}")
     limit = max(1, min(limit, MAX_PAGE))
     stmt = (
         sa.select(*_MESSAGE_COLUMNS)
@@ -353,21 +359,23 @@ def list_messages(
         .limit(limit + 1)
     )
     if cursor:
-        stmt = stmt.where(messages_t.c.id < _decode_cursor(cursor, str(folder)))
+        stmt = stmt.where(messages_t.c.id < decode_cursor(cursor, str(folder)))
     with db.read.connect() as conn:
         rows = list(conn.execute(stmt))
         more = len(rows) > limit
         rows = rows[:limit]
         atts = _attachments_for(conn, [r.id for r in rows])
     items = [_message_json(r, atts[r.id]) for r in rows]
-    return Page(items=items, next=_encode_cursor(str(folder), rows[-1].id) if more else None)
+    return Page(items=items, next=encode_cursor(str(folder), rows[-1].id) if more else None)
 
 
 def get_message(db: Database, user_id: str, message_id: str) -> dict[str, Any]:
     with db.read.connect() as conn:
         row = conn.execute(
             sa.select(*_MESSAGE_COLUMNS).where(
-                messages_t.c.id == message_id, messages_t.c.user_id == user_id
+                messages_t.c.id == message_id,
+                messages_t.c.user_id == user_id,
+                messages_t.c.folder != str(Folder.DISCARDED),
             )
         ).first()
         if row is None:

@@ -30,11 +30,17 @@ class Decision:
 
 
 REASON_TRUSTED = "sender is on your trusted list"
+REASON_DOMAIN_TRUSTED = "sender's domain is on your trusted list and the mail is authenticated"
 REASON_BLOCKED = "sender is blocked"
+REASON_DOMAIN_BLOCKED = "sender's domain is blocked"
 REASON_UNKNOWN = "unknown sender: not on your trusted list"
 REASON_UNAUTHENTICATED = (
     "sender is on your trusted list, but this email failed sender authentication "
     "(SPF/DKIM/DMARC), so it may be forged"
+)
+REASON_DOMAIN_UNAUTHENTICATED = (
+    "sender's domain is on your trusted list, but this email failed sender "
+    "authentication (SPF/DKIM/DMARC), so it may be forged"
 )
 
 
@@ -43,19 +49,33 @@ def decide(
     trust: TrustVerdict | None,
     auth: SenderAuth | None,
     policy: Policy,
+    domain_trust: TrustVerdict | None = None,
 ) -> Decision:
     """Admit, quarantine or drop one inbound message.
 
-    ``trust`` is the user's entry for exactly this sender (None: no entry). ``auth``
-    is the sender authentication the bridge established; an email is admitted only
-    when it is authenticated (unless the policy relaxes that). Phone senders carry
-    no authentication of their own: the carrier's caller id is all there is.
+    ``trust`` is the user's entry for exactly this sender (None: no entry), and
+    ``domain_trust`` their entry for the sender's email domain (``@example.com``).
+    ``auth`` is the sender authentication the bridge established. An entry for the
+    exact sender wins over a domain entry. An email is admitted on an address entry
+    only when it is authenticated (unless the policy relaxes that); a domain entry
+    applies only to authenticated (DMARC-aligned) mail, whatever the policy, because
+    anyone can write any address at that domain into a From header. Phone senders
+    carry no authentication of their own: the carrier's caller id is all there is.
     """
     if trust is TrustVerdict.BLOCKED:
         return Decision(Verdict.DROP, REASON_BLOCKED)
-    if trust is not TrustVerdict.TRUSTED:
-        return Decision(Verdict.QUARANTINE, REASON_UNKNOWN)
-    email_needs_auth = is_email(sender) and policy.require_email_auth
-    if email_needs_auth and (auth is None or not auth.authenticated):
-        return Decision(Verdict.QUARANTINE, REASON_UNAUTHENTICATED)
-    return Decision(Verdict.ADMIT, REASON_TRUSTED)
+    email = is_email(sender)
+    authenticated = auth is not None and auth.authenticated
+    if trust is TrustVerdict.TRUSTED:
+        if email and policy.require_email_auth and not authenticated:
+            return Decision(Verdict.QUARANTINE, REASON_UNAUTHENTICATED)
+        return Decision(Verdict.ADMIT, REASON_TRUSTED)
+    if email and domain_trust is not None:
+        if not authenticated:
+            if domain_trust is TrustVerdict.TRUSTED:
+                return Decision(Verdict.QUARANTINE, REASON_DOMAIN_UNAUTHENTICATED)
+            return Decision(Verdict.QUARANTINE, REASON_UNKNOWN)
+        if domain_trust is TrustVerdict.BLOCKED:
+            return Decision(Verdict.DROP, REASON_DOMAIN_BLOCKED)
+        return Decision(Verdict.ADMIT, REASON_DOMAIN_TRUSTED)
+    return Decision(Verdict.QUARANTINE, REASON_UNKNOWN)

@@ -15,3 +15,8 @@ class NotQuarantined(OptinError):
 
 class TrustEntryNotFound(OptinError, NotFound):
     """Raised when removing an address that is not on the user's list."""
+
+
+class NothingToUndo(OptinError):
+    """Raised when a screener undo finds no decision of the user's young enough to undo
+    (none yet, already undone, or older than the undo window)."""

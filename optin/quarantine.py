@@ -33,7 +33,7 @@ def _held_sender(conn: sa.Connection, user_id: str, message_id: str) -> str:
             messages_t.c.id == message_id, messages_t.c.user_id == user_id
         )
     ).first()
-    if row is None:
+    if row is None or row.folder == Folder.DISCARDED:
         raise NotFound("no such message")
     if row.folder != Folder.QUARANTINE:
         raise NotQuarantined(f"message {message_id} is not in quarantine")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -9,12 +10,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from inbox.addresses import Address
+from inbox.addresses import (
+    Address,
+    EmailDomain,
+    parse_email,
+    parse_email_domain,
+    parse_phone,
+    parse_sms_sender,
+)
 from inbox.db import Database
 from inbox.errors import NotFound
 from inbox.models import trust_entries_t, users_t
+from inbox.store import MAX_PAGE, Page, decode_cursor, encode_cursor
 from optin.decide import TrustVerdict
 from optin.errors import TrustEntryNotFound
+
+_IN_CHUNK = 500
 
 
 class Source:
@@ -23,6 +34,37 @@ class Source:
     SENT_TO = "sent_to"
     SMS_COMMAND = "sms_command"
     RELEASE = "release"
+
+
+#: What a trust entry names: a phone number, an SMS sender id, an email address or a
+#: whole email domain (``@example.com``).
+TrustTarget = Address | EmailDomain
+
+
+def parse_entry(text: str, region: str) -> TrustTarget:
+    """Parse what a person typed as a sender to trust or block: a phone number in any
+    common spelling (``region`` for numbers without a country code), an email address,
+    ``@example.com`` for a whole domain, or an SMS sender id (``short:12345``,
+    ``alpha:MYBANK``). Raises ``inbox.AddressError`` saying why when it is none."""
+    candidate = text.strip()
+    if candidate.startswith("@"):
+        return parse_email_domain(candidate)
+    if "@" in candidate:
+        return parse_email(candidate)
+    if candidate.lower().startswith(("short:", "alpha:")):
+        return parse_sms_sender(candidate.partition(":")[2], region)
+    return parse_phone(candidate, region)
+
+
+def kind_of(address: str) -> str:
+    """``phone``, ``email``, ``domain`` or ``sender_id``."""
+    if address.startswith("@"):
+        return "domain"
+    if "@" in address:
+        return "email"
+    if address.startswith(("short:", "alpha:")):
+        return "sender_id"
+    return "phone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +77,7 @@ class TrustRecord:
     def as_json(self) -> dict[str, Any]:
         return {
             "address": self.address,
+            "kind": kind_of(self.address),
             "verdict": str(self.verdict),
             "source": self.source,
             "created_at": self.created_at.isoformat(),
@@ -72,10 +115,52 @@ def set_entry(
     conn.execute(stmt)
 
 
+def add_if_absent(conn: sa.Connection, user_id: str, addresses: Iterable[str], source: str) -> int:
+    """Trust each address that has no entry yet (within the caller's transaction);
+    an existing entry, trusted or blocked, is left as it is. Returns how many were
+    added. For automatic sources (contacts, sent-to), which must never undo a block."""
+    wanted = sorted(set(addresses))
+    if not wanted:
+        return 0
+    existing: set[str] = set()
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        existing.update(
+            conn.execute(
+                sa.select(trust_entries_t.c.address).where(
+                    trust_entries_t.c.user_id == user_id, trust_entries_t.c.address.in_(chunk)
+                )
+            ).scalars()
+        )
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "user_id": user_id,
+            "address": address,
+            "verdict": str(TrustVerdict.TRUSTED),
+            "source": source,
+            "created_at": now,
+        }
+        for address in wanted
+        if address not in existing
+    ]
+    if rows:
+        conn.execute(trust_entries_t.insert(), rows)
+    return len(rows)
+
+
+def note_sent_to(db: Database, user_id: str, address: Address) -> bool:
+    """Auto-trust: the user sent a message to ``address``, so mail from it is wanted.
+    Never overrides an entry the user made. Returns True when an entry was added."""
+    with db.write.begin() as conn:
+        lock_user(conn, user_id)
+        return add_if_absent(conn, user_id, [address], Source.SENT_TO) == 1
+
+
 def add(
     db: Database,
     user_id: str,
-    address: Address,
+    address: TrustTarget,
     verdict: TrustVerdict = TrustVerdict.TRUSTED,
     source: str = Source.MANUAL,
 ) -> TrustRecord:
@@ -98,7 +183,7 @@ def get(db: Database, user_id: str, address: str) -> TrustRecord:
     return TrustRecord(row.address, TrustVerdict(row.verdict), row.source, row.created_at)
 
 
-def remove(db: Database, user_id: str, address: Address) -> None:
+def remove(db: Database, user_id: str, address: TrustTarget) -> None:
     with db.write.begin() as conn:
         lock_user(conn, user_id)
         deleted = conn.execute(
@@ -122,3 +207,35 @@ def list_entries(db: Database, user_id: str) -> list[TrustRecord]:
         return [
             TrustRecord(r.address, TrustVerdict(r.verdict), r.source, r.created_at) for r in rows
         ]
+
+
+def list_page(
+    db: Database,
+    user_id: str,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    verdict: TrustVerdict | None = None,
+) -> Page:
+    """One page of the user's entries in address order, as JSON objects."""
+    limit = max(1, min(limit, MAX_PAGE))
+    kind = f"trust:{verdict or 'all'}"
+    stmt = (
+        sa.select(trust_entries_t)
+        .where(trust_entries_t.c.user_id == user_id)
+        .order_by(trust_entries_t.c.address)
+        .limit(limit + 1)
+    )
+    if verdict is not None:
+        stmt = stmt.where(trust_entries_t.c.verdict == str(verdict))
+    if cursor:
+        stmt = stmt.where(trust_entries_t.c.address > decode_cursor(cursor, kind, 254))
+    with db.read.connect() as conn:
+        rows = list(conn.execute(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [
+        TrustRecord(r.address, TrustVerdict(r.verdict), r.source, r.created_at).as_json()
+        for r in rows
+    ]
+    return Page(items=items, next=encode_cursor(kind, rows[-1].address) if more else None)

@@ -301,3 +301,90 @@ def test_json_log_format_writes_one_json_object_per_line(
     record = json.loads(err.strip().splitlines()[-1])
     assert record["event"] == "hello there"
     assert record["level"] == "warning"
+
+
+def _hold(cli_env: Path, *messages: tuple[str, str]) -> None:
+    from config import load_settings
+    from inbox.db import open_database
+    from tests.integration.helpers import inbound, run_batch
+
+    db = open_database(load_settings(cli_env).database)
+    try:
+        run_batch(db, [inbound(sid, sender=sender) for sid, sender in messages])
+    finally:
+        db.dispose()
+
+
+def test_quarantine_senders_allow_and_undo(
+    capsys: pytest.CaptureFixture[str], cli_env: Path
+) -> None:
+    user_id = create_user(capsys)
+    _hold(cli_env, ("SM1", "+14155550111"), ("SM2", "+14155550111"), ("SM3", "+14155550122"))
+    _, cards, _ = run(capsys, "quarantine", "senders", user_id, "--json")
+    assert [(c["sender"], c["count"]) for c in cards["items"]] == [
+        ("+14155550122", 1),
+        ("+14155550111", 2),
+    ]
+    code, result, _ = run(capsys, "quarantine", "allow", user_id, "(415) 555-0111", "--json")
+    assert code == 0 and (result["senders"], result["messages"]) == (["+14155550111"], 2)
+    code, undone, _ = run(capsys, "quarantine", "undo", user_id, "--json")
+    assert code == 0 and undone == {"undone": "allow", "senders": ["+14155550111"], "messages": 2}
+    code, _, err = run(capsys, "quarantine", "undo", user_id)
+    assert code == 1 and "no recent screener decision" in err
+
+
+def test_quarantine_block_of_a_sender_with_nothing_held_fails(
+    capsys: pytest.CaptureFixture[str], cli_env: Path
+) -> None:
+    user_id = create_user(capsys)
+    code, _, err = run(capsys, "quarantine", "block", user_id, "+14155550111")
+    assert code == 1 and "no held messages" in err
+
+
+def test_quarantine_expire_runs_the_retention_job(
+    capsys: pytest.CaptureFixture[str], cli_env: Path
+) -> None:
+    create_user(capsys)
+    code, result, _ = run(capsys, "quarantine", "expire", "--json")
+    assert code == 0 and result == {"expired": 0, "purged": 0}
+
+
+def test_optin_add_domain_entry(capsys: pytest.CaptureFixture[str], cli_env: Path) -> None:
+    user_id = create_user(capsys)
+    code, entry, _ = run(capsys, "optin", "add", user_id, "@MyBank.example", "--json")
+    assert code == 0 and (entry["address"], entry["kind"]) == ("@mybank.example", "domain")
+
+
+def test_contacts_import_optin_list_and_delete(
+    capsys: pytest.CaptureFixture[str], cli_env: Path, tmp_path: Path
+) -> None:
+    user_id = create_user(capsys)
+    book = tmp_path / "book.csv"
+    book.write_text("Name,Phone\nAlice,+1 (415) 555-0100\nBob,12\n", encoding="utf-8")
+    code, report, _ = run(capsys, "contacts", "import", user_id, str(book), "--json")
+    assert code == 0 and report["imported"] == 1
+    assert [r["name"] for r in report["rejected"]] == ["Bob"]
+    _, listed, _ = run(capsys, "contacts", "list", user_id, "--json")
+    assert [c["phones"] for c in listed["items"]] == [["+14155550100"]]
+    code, added, _ = run(capsys, "contacts", "optin", user_id, "--all", "--json")
+    assert code == 0 and added == {"added": 1}
+    code, deleted, _ = run(capsys, "contacts", "delete", user_id, "--untrust", "--json")
+    assert code == 0 and deleted == {"contacts": 1, "trusted_senders": 1}
+
+
+def test_contacts_import_of_a_malformed_file_fails_and_imports_nothing(
+    capsys: pytest.CaptureFixture[str], cli_env: Path, tmp_path: Path
+) -> None:
+    user_id = create_user(capsys)
+    book = tmp_path / "book.vcf"
+    book.write_text("BEGIN:VCARD\nVERSION:3.0\nFN:Alice\nTEL:+14155550100\n", encoding="utf-8")
+    code, _, err = run(capsys, "contacts", "import", user_id, str(book))
+    assert code == 1 and "line" in err
+    _, listed, _ = run(capsys, "contacts", "list", user_id, "--json")
+    assert listed["items"] == []
+
+
+def test_contacts_optin_needs_ids_or_all(capsys: pytest.CaptureFixture[str], cli_env: Path) -> None:
+    user_id = create_user(capsys)
+    code, _, err = run(capsys, "contacts", "optin", user_id)
+    assert code == 2 and "--all" in err
