@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/smtp.py
+	$(BIN)/python bench/optin.py
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v -e '^optmsg-gateway' -e '^pip==' > requirements.lock.new
