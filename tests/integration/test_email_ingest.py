@@ -22,7 +22,7 @@ from config import Settings, SmtpSettings
 from gateway.app import create_app
 from gateway.keys import RUNTIME
 from inbox import store
-from inbox.addresses import E164, EmailAddress
+from inbox.addresses import E164, EmailAddress, parse_email_domain
 from inbox.db import Database
 from inbox.models import attachments_t, messages_t, raw_messages_t
 from optin import trust
@@ -41,6 +41,7 @@ class Mail:
     token: str
     db: Database
     keys: dkim_keys.KeyPair
+    user_id: str
 
     def send(self, raw: bytes, *, to: list[str] | None = None, mail_from: str = BANK) -> Any:
         with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as smtp:
@@ -129,7 +130,7 @@ async def mail(
     client = await aiohttp_client(app)
     port = app[RUNTIME].smtp_port
     assert port is not None
-    return Mail(client, port, store.create_token(db, user_id)[1], db, keys)
+    return Mail(client, port, store.create_token(db, user_id)[1], db, keys, user_id)
 
 
 async def test_dkim_aligned_mail_from_trusted_sender_lands_in_inbox(mail: Mail) -> None:
@@ -155,6 +156,27 @@ async def test_mail_from_unknown_sender_is_quarantined(mail: Mail) -> None:
     (found,) = await mail.wait_for(1)
     assert found["folder"] == "quarantine"
     assert "unknown sender" in found["reason"]
+
+
+async def test_trusted_domain_admits_authenticated_mail_from_any_address_there(
+    mail: Mail,
+) -> None:
+    trust.add(mail.db, mail.user_id, parse_email_domain("@bank.example"))
+    raw = signed(message(sender="news@bank.example"), mail.keys)
+    await mail.send_async(raw, mail_from="news@bank.example")
+    (found,) = await mail.wait_for(1)
+    assert found["folder"] == "inbox"
+    assert "domain" in found["reason"]
+
+
+async def test_trusted_domain_holds_unauthenticated_mail_claiming_to_be_from_it(
+    mail: Mail,
+) -> None:
+    trust.add(mail.db, mail.user_id, parse_email_domain("@bank.example"))
+    await mail.send_async(message(sender="news@bank.example"), mail_from="news@bank.example")
+    (found,) = await mail.wait_for(1)
+    assert found["folder"] == "quarantine"
+    assert "domain" in found["reason"] and "authentication" in found["reason"]
 
 
 async def test_unknown_recipient_is_refused_at_rcpt(mail: Mail) -> None:

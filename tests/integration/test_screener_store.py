@@ -360,3 +360,18 @@ def test_deleting_the_address_book_keeps_trust_entries_by_default(db: Database, 
     assert address_book.delete_all(db, ada) == (2, 0)
     with db.read.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(trust_entries_t)).scalar() == 2
+
+
+# --- auto-trust -------------------------------------------------------------------------
+
+
+def test_sending_to_a_counterpart_trusts_them(db: Database, ada: str) -> None:
+    assert trust.note_sent_to(db, ada, STRANGER) is True  # type: ignore[arg-type]
+    entry = trust.get(db, ada, STRANGER)
+    assert (entry.verdict, entry.source) == (TrustVerdict.TRUSTED, "sent_to")
+
+
+def test_sending_to_a_blocked_counterpart_keeps_the_block(db: Database, ada: str) -> None:
+    trust.add(db, ada, STRANGER, TrustVerdict.BLOCKED)  # type: ignore[arg-type]
+    assert trust.note_sent_to(db, ada, STRANGER) is False  # type: ignore[arg-type]
+    assert trust.get(db, ada, STRANGER).verdict is TrustVerdict.BLOCKED
