@@ -146,8 +146,24 @@ def _codec(label: str | None) -> str:
     return _SUPERSETS.get(name, name)
 
 
+# UTF-7 is the one text codec whose decoder lets lone surrogates through ("+2AA-"
+# is U+D800), and the stdlib's RFC 2231 parameter decoding uses any codec; a lone
+# surrogate cannot be encoded as UTF-8 (nh3 and the database refuse it), so it
+# becomes U+FFFD like any other undecodable input.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(text: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _decode(data: bytes, codec: str) -> str:
+    text = data.decode(codec, "replace")
+    return _without_surrogates(text) if codec == "utf-7" else text
+
+
 def _decode_text(data: bytes, label: str | None) -> str:
-    return data.decode(_codec(label), "replace")
+    return _decode(data, _codec(label))
 
 
 _NOT_BASE64 = bytes(
@@ -201,7 +217,7 @@ def decode_words(value: str) -> str:
         gap = value[position : match.start()]
         if not pending or gap.strip():
             if pending:
-                pieces.append(b"".join(pending).decode(pending_codec, "replace"))
+                pieces.append(_decode(b"".join(pending), pending_codec))
                 pending = []
             pieces.append(gap)
         payload = match.group(3).encode("utf-8")
@@ -211,13 +227,13 @@ def decode_words(value: str) -> str:
             data = binascii.a2b_qp(payload, header=True)
         codec = _codec(match.group(1))
         if pending and codec != pending_codec:
-            pieces.append(b"".join(pending).decode(pending_codec, "replace"))
+            pieces.append(_decode(b"".join(pending), pending_codec))
             pending = []
         pending.append(data)
         pending_codec = codec
         position = match.end()
     if pending:
-        pieces.append(b"".join(pending).decode(pending_codec, "replace"))
+        pieces.append(_decode(b"".join(pending), pending_codec))
     pieces.append(value[position:])
     return "".join(pieces)
 
@@ -324,7 +340,7 @@ def _boundary(headers: _Headers) -> bytes | None:
         return None
     if not boundary:
         return None
-    return boundary.encode("utf-8")
+    return _without_surrogates(boundary).encode("utf-8")
 
 
 def _charset(headers: _Headers) -> str | None:
@@ -341,7 +357,7 @@ def _filename(headers: _Headers) -> str | None:
         return None
     if name is None:
         return None
-    return safe_filename(decode_words(name))
+    return safe_filename(decode_words(_without_surrogates(name)))
 
 
 # ---------------------------------------------------------------------------
@@ -688,7 +704,10 @@ def _leaf(
     content_id = headers.first("content-id")
     found.attachments.append(
         InboundAttachment(
-            content_type=content_type[:_MAX_CONTENT_TYPE], filename=filename, content=data
+            # NUL and other controls: PostgreSQL text refuses NUL ("text/plain\x00").
+            content_type=remove_control_chars(content_type)[:_MAX_CONTENT_TYPE],
+            filename=filename,
+            content=data,
         )
     )
     found.content_ids.append(_message_id(content_id))
