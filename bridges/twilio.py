@@ -20,8 +20,16 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from bridges.base import Ingest, WebhookRequest, WebhookResponse
+from bridges.base import CommandRunner, Ingest, WebhookRequest, WebhookResponse
 from bridges.errors import MalformedRequest, PayloadTooLarge, SignatureInvalid
+from bridges.sms_keywords import (
+    Command,
+    CommandError,
+    Keyword,
+    keyword_of,
+    parse_command,
+    twiml_message,
+)
 from inbox.addresses import parse_phone, parse_sms_sender
 from inbox.errors import AddressError
 from inbox.message import Channel, Inbound, InboundAttachment, IngestResult, Outcome
@@ -209,6 +217,7 @@ def normalise(
         received_at=received_at,
         attachments=attachments,
         provider_meta=meta,
+        keyword=keyword_of(body, meta.get("OptOutType")),
     )
     return inbound, ""
 
@@ -239,13 +248,15 @@ class TwilioBridge:
         verifier: SignatureVerifier,
         default_region: str,
         max_body_bytes: int,
+        help_reply: str = "Reply STOP to stop, START to resume.",
     ) -> None:
         self.verifier = verifier
         self.default_region = default_region
         self.max_body_bytes = max_body_bytes
+        self._help_twiml = twiml_message(help_reply)
 
     async def handle_sms(
-        self, request: WebhookRequest, ingest: Ingest
+        self, request: WebhookRequest, ingest: Ingest, command: CommandRunner | None = None
     ) -> tuple[WebhookResponse, IngestResult]:
         """Verify, parse and ingest one inbound SMS/MMS webhook.
 
@@ -260,7 +271,24 @@ class TwilioBridge:
         self.verifier.verify(request.path_qs, pairs, request.headers)
         inbound, unroutable_reason = normalise(pairs, self.default_region, datetime.now(UTC))
         if inbound is None:
-            result = IngestResult(Outcome.UNROUTABLE, unroutable_reason)
-        else:
-            result = await ingest(inbound)
-        return WebhookResponse(200, TWIML_TYPE, EMPTY_TWIML), result
+            return _twiml(EMPTY_TWIML), IngestResult(Outcome.UNROUTABLE, unroutable_reason)
+        if command is not None and not inbound.attachments:
+            try:
+                parsed: Command | CommandError | None = parse_command(inbound.text)
+            except CommandError as exc:
+                parsed = exc
+            if parsed is not None:
+                reply = await command(inbound, parsed)
+                if reply is not None:
+                    # A command is answered, never stored as a message.
+                    return _twiml(twiml_message(reply)), IngestResult(
+                        Outcome.COMMAND, "a command to the user's account"
+                    )
+        result = await ingest(inbound)
+        if inbound.keyword == Keyword.HELP and result.outcome is not Outcome.UNROUTABLE:
+            return _twiml(self._help_twiml), result
+        return _twiml(EMPTY_TWIML), result
+
+
+def _twiml(body: bytes) -> WebhookResponse:
+    return WebhookResponse(200, TWIML_TYPE, body)

@@ -173,6 +173,29 @@ class TwilioSettings(_Section):
     webhook_url_fragment: str = Field(default="", max_length=200)
     api_base_url: str = "https://api.twilio.com"
     media_hosts: list[str] = Field(default_factory=lambda: ["api.twilio.com", "mms.twiliocdn.com"])
+    # A shared number users text their commands to (TRUST/BLOCK/LIST/HELP) from their
+    # verified mobile; empty: commands go to the user's own OptMsg number only.
+    service_number: str = Field(default="", max_length=32)
+    # Answer to a counterpart who texts HELP (carriers require one).
+    help_reply: str = Field(
+        default="OptMsg: this number delivers messages to an OptMsg inbox. "
+        "Reply STOP to stop, START to resume.",
+        min_length=1,
+        max_length=320,
+    )
+
+    @field_validator("service_number")
+    @classmethod
+    def _check_service_number(cls, v: str) -> str:
+        if not v:
+            return v
+        try:
+            number = phonenumbers.parse(v, None)
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is None or not phonenumbers.is_valid_number(number):
+            raise ValueError("must be a phone number in E.164 form, e.g. +14155550100")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
     @field_validator("account_sid")
     @classmethod

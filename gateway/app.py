@@ -23,6 +23,7 @@ from gateway.keys import (
     READ_POOL,
     RUNTIME,
     SETTINGS,
+    SMS_COMMANDS,
     TWILIO,
     Runtime,
 )
@@ -31,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
 from gateway.retention import run_retention
+from gateway.sms_commands import SmsCommands
 from inbox.blobs import BlobStore, DirectoryBlobStore
 from inbox.committer import GroupCommitter
 from inbox.db import Database, checkpoint, open_database
@@ -79,6 +81,7 @@ def _twilio_bridge(settings: Settings) -> TwilioBridge:
         verifier=verifier,
         default_region=settings.optin.default_region,
         max_body_bytes=settings.http.max_webhook_bytes,
+        help_reply=tw.help_reply,
     )
 
 
@@ -188,6 +191,9 @@ def create_app(
     app.router.add_get("/metrics", health.metrics)
     if settings.bridges.twilio.enabled:
         app[TWILIO] = _twilio_bridge(settings)
+        app[SMS_COMMANDS] = SmsCommands(
+            db, pool, settings.bridges.twilio.service_number, settings.optin.default_region
+        )
         app.router.add_post("/bridges/twilio/sms", webhooks.twilio_sms)
     app.add_subapp(api.API_PREFIX, api.api_app())
     return app

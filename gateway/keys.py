@@ -12,6 +12,7 @@ from bridges.twilio import TwilioBridge
 from config import Settings
 from gateway.email_ingest import EmailIngest
 from gateway.metrics import Metrics
+from gateway.sms_commands import SmsCommands
 from inbox.blobs import BlobStore
 from inbox.committer import GroupCommitter
 from inbox.db import Database
@@ -24,6 +25,7 @@ METRICS = web.AppKey("metrics", Metrics)
 READ_POOL = web.AppKey("read_pool", ThreadPoolExecutor)
 COMMITTER = web.AppKey("committer", GroupCommitter[Inbound, IngestResult])
 TWILIO = web.AppKey("twilio", TwilioBridge)
+SMS_COMMANDS = web.AppKey("sms_commands", SmsCommands)
 
 
 @dataclass

@@ -10,12 +10,20 @@ from typing import cast
 import sqlalchemy as sa
 
 from inbox.addresses import EmailAddress, domain_of, is_email
-from inbox.ingest_store import NewMessage, StoredRef, insert_messages, lookup_routes, lookup_trust
+from inbox.ingest_store import (
+    NewMessage,
+    StoredRef,
+    insert_messages,
+    lookup_routes,
+    lookup_trust,
+    record_opt_outs,
+)
 from inbox.message import Folder, Inbound, IngestResult, Outcome, Verdict
 from optin.decide import Decision, Policy, TrustVerdict, decide
 
 log = logging.getLogger(__name__)
 
+_STOP, _START = "stop", "start"
 REASON_UNROUTABLE = "recipient address is not an OptMsg number of any user"
 
 _FOLDER = {Verdict.ADMIT: Folder.INBOX, Verdict.QUARANTINE: Folder.QUARANTINE}
@@ -84,6 +92,20 @@ class IngestPipeline:
                 message_id=ref.message_id,
                 duplicate=not ref.inserted,
             )
+        # Opt-outs count whatever the filter decided (a STOP from a blocked number
+        # still means "do not text me"), but a provider's retry of an old STOP must
+        # not undo a START sent since: duplicates are skipped.
+        record_opt_outs(
+            conn,
+            [
+                (routes[m.recipient], m.sender, m.keyword == _STOP)
+                for m, r in zip(batch, results, strict=True)
+                if m.keyword in (_STOP, _START)
+                and r is not None
+                and r.outcome is not Outcome.UNROUTABLE
+                and not r.duplicate
+            ],
+        )
         if any(r is None for r in results):
             raise RuntimeError("the store returned fewer results than messages")
         return cast(list[IngestResult], results)

@@ -9,10 +9,10 @@ from aiohttp import web
 
 from bridges.base import WebhookRequest
 from bridges.errors import BridgeError, PayloadTooLarge, SignatureInvalid
-from gateway.keys import COMMITTER, METRICS, TWILIO
+from gateway.keys import COMMITTER, METRICS, SMS_COMMANDS, TWILIO
 from gateway.problems import problem
 from inbox.errors import StoreUnavailable
-from inbox.message import Inbound, IngestResult, Outcome
+from inbox.message import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,33 @@ def _webhook_request(request: web.Request, body: bytes) -> WebhookRequest:
     )
 
 
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """The body, refused before it is read when it is over ``limit``. The app's
+    client_max_size is set for the largest API upload, far above a webhook's limit,
+    so an unauthenticated sender must not get to make us buffer that much."""
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+        return await request.read()  # exactly Content-Length bytes
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+    return bytes(body)
+
+
 async def twilio_sms(request: web.Request) -> web.StreamResponse:
     app = request.app
     metrics = app[METRICS]
     bridge = app[TWILIO]
-    committer = app[COMMITTER]
     started = time.perf_counter()
-
-    async def ingest(inbound: Inbound) -> IngestResult:
-        return await committer.submit(inbound)
-
     try:
-        body = await request.read()
-        response, result = await bridge.handle_sms(_webhook_request(request, body), ingest)
+        body = await _read_bounded(request, bridge.max_body_bytes)
+        response, result = await bridge.handle_sms(
+            _webhook_request(request, body), app[COMMITTER].submit, app[SMS_COMMANDS]
+        )
     except web.HTTPRequestEntityTooLarge:
         metrics.rejected.labels(bridge.name, "too_large").inc()
         return problem(413, "request body is over the size limit")

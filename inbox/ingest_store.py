@@ -234,3 +234,23 @@ def _auth_json(msg: Inbound) -> str | None:
     return json.dumps(
         {"spf": str(a.spf), "dkim": str(a.dkim), "dmarc": str(a.dmarc), "aligned": a.aligned}
     )
+
+
+def record_opt_outs(conn: sa.Connection, changes: Sequence[tuple[str, str, bool]]) -> None:
+    """Apply (user id, counterpart, opted out?) in order: STOP inserts, START deletes."""
+    if not changes:
+        return
+    cur, d = _cursor(conn)
+    now = d.when(datetime.now(UTC))
+    for user_id, address, opted_out in changes:
+        if opted_out:
+            cur.execute(
+                "INSERT INTO sms_opt_outs (user_id, address, created_at) "
+                f"VALUES ({d.marks(3)}) ON CONFLICT (user_id, address) DO NOTHING",
+                (user_id, address, now),
+            )
+        else:
+            cur.execute(
+                f"DELETE FROM sms_opt_outs WHERE user_id = {d.mark} AND address = {d.mark}",
+                (user_id, address),
+            )

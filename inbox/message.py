@@ -101,6 +101,9 @@ class Inbound:
     hold_reason: str | None = None
     # The raw email this was parsed from, kept for export.
     raw_id: str | None = None
+    # An opt-out keyword the whole message is ("stop", "start", "help"): a STOP
+    # records that the counterpart wants no more SMS from the user, START undoes it.
+    keyword: str | None = None
 
 
 class Outcome(enum.StrEnum):
@@ -108,6 +111,8 @@ class Outcome(enum.StrEnum):
     QUARANTINED = "quarantined"
     DROPPED = "dropped"
     UNROUTABLE = "unroutable"
+    # A user's command to their own account (SMS TRUST/BLOCK/LIST): answered, not stored.
+    COMMAND = "command"
 
 
 @dataclass(frozen=True, slots=True)

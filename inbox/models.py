@@ -172,6 +172,19 @@ class ScreenerDecision(SQLModel, table=True):
     undone: bool = False
 
 
+class SmsOptOut(SQLModel, table=True):
+    """A counterpart who texted STOP to a user's number: no SMS from that user to them
+    until they text START. Recorded in the ingest transaction of the STOP message."""
+
+    __tablename__ = "sms_opt_outs"
+
+    user_id: str = Field(
+        sa_column=sa.Column(sa.String(40), _fk("users.id"), primary_key=True, nullable=False)
+    )
+    address: str = Field(primary_key=True, max_length=254)
+    created_at: datetime
+
+
 class ApiToken(SQLModel, table=True):
     """A client API bearer token. Only the SHA-256 of the token is stored."""
 
@@ -195,3 +208,4 @@ api_tokens_t = ApiToken.__table__  # type: ignore[attr-defined]
 raw_messages_t = RawMessage.__table__  # type: ignore[attr-defined]
 contacts_t = Contact.__table__  # type: ignore[attr-defined]
 screener_decisions_t = ScreenerDecision.__table__  # type: ignore[attr-defined]
+sms_opt_outs_t = SmsOptOut.__table__  # type: ignore[attr-defined]

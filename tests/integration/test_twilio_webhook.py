@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -314,6 +315,36 @@ async def test_oversized_body_is_refused_with_413(client: Client, db: Database) 
     resp = await post_signed(client, twilio_form(body="x" * 70_000))
     assert resp.status == 413
     assert message_rows(db) == []
+
+
+async def test_oversized_chunked_body_is_refused_without_reading_it_all(
+    client: Client, db: Database
+) -> None:
+    sent = 0
+
+    async def body() -> Any:
+        nonlocal sent
+        for _ in range(200):  # 6.4 MB offered, far above the 64 KB webhook limit
+            sent += 32 * 1024
+            yield b"x" * (32 * 1024)
+
+    resp = await client.post(
+        SMS_PATH,
+        data=body(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status == 413
+    assert sent < 6_400_000
+    assert message_rows(db) == []
+
+
+async def test_body_declared_over_the_limit_is_refused_before_reading(client: Client) -> None:
+    resp = await client.post(
+        SMS_PATH,
+        data=io.BytesIO(b"x" * 5_000_000),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status == 413
 
 
 async def test_num_media_out_of_range_is_a_bad_request(client: Client) -> None:
