@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.keys import DATABASE, READ_POOL
+from gateway.keys import DATABASE, READ_POOL, SETTINGS
 from gateway.openapi import openapi_document
 from gateway.problems import problem
 from inbox import store
-from inbox.errors import NotFound
+from inbox.db import Database
+from inbox.errors import AddressError, NotFound
 from inbox.ids import looks_like_id
-from inbox.message import Folder
+from optin import address_book, screener, trust
+from optin.contacts import ContactsTooLarge, MalformedContacts, parse_contacts
+from optin.decide import TrustVerdict
+from optin.errors import NothingToUndo, TrustEntryNotFound
+from optin.screener import DecisionResult
 
 API_PREFIX = "/api/v1"
 USER_ID = web.RequestKey("user_id", str)
@@ -54,6 +61,25 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
+class ApiProblem(Exception):
+    """Raised by request parsing helpers; answered as a problem by :func:`api_problems`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@web.middleware
+async def api_problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiProblem as exc:
+        if exc.status == 401:
+            return _unauthorized(exc.detail)
+        return problem(exc.status, exc.detail)
+
+
 def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int | None:
     """The parameter's value, its default when absent, or None when out of range."""
     raw = request.query.get(name)
@@ -66,9 +92,8 @@ def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 async def list_messages(request: web.Request) -> web.StreamResponse:
     folder_raw = request.query.get("folder", "inbox")
-    try:
-        folder = Folder(folder_raw)
-    except ValueError:
+    folder = next((f for f in store.VISIBLE_FOLDERS if f.value == folder_raw), None)
+    if folder is None:
         return problem(400, "folder must be one of: inbox, quarantine")
     limit = _query_int(request, "limit", 50, 1, store.MAX_PAGE)
     if limit is None:
@@ -102,6 +127,337 @@ async def get_message(request: web.Request) -> web.StreamResponse:
     return web.json_response(message)
 
 
+# --- request parsing ------------------------------------------------------------------
+
+_READ_CHUNK = 64 * 1024
+_MAX_SENDER_CHARS = 320  # "alpha:"/"short:" prefix + the longest address (254)
+_MAX_FILENAME_CHARS = 255
+
+
+def _db(request: web.Request) -> Database:
+    return request.config_dict[DATABASE]
+
+
+def _page_params(request: web.Request) -> tuple[int, str | None]:
+    limit = _query_int(request, "limit", 50, 1, store.MAX_PAGE)
+    if limit is None:
+        raise ApiProblem(400, f"limit must be a whole number from 1 to {store.MAX_PAGE}")
+    return limit, request.query.get("cursor") or None
+
+
+def _page_response(page: store.Page) -> web.Response:
+    return web.json_response({"items": page.items, "next": page.next})
+
+
+def _query_bool(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise ApiProblem(400, f"{name} must be true or false")
+    return raw == "true"
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes:
+    from Content-Length when there is one, and from the bytes actually received (a
+    chunked body has no Content-Length; a lying one is not trusted)."""
+    too_large = ApiProblem(413, f"the request body is over the limit of {limit:,} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def _json_object(request: web.Request, fields: Sequence[str]) -> dict[str, Any]:
+    """The JSON object in the body (at most settings.http.max_api_body_bytes), with no
+    members other than ``fields``."""
+    raw = await _read_body(request, request.config_dict[SETTINGS].http.max_api_body_bytes)
+    if not raw.strip():
+        raise ApiProblem(400, "the body must be a JSON object")
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiProblem(
+            400, f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (UnicodeDecodeError, RecursionError):
+        raise ApiProblem(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiProblem(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise ApiProblem(400, f"unknown field {unknown[0]!r}; the fields are: {', '.join(fields)}")
+    return body
+
+
+def _string_list(body: dict[str, Any], name: str, max_chars: int) -> list[str]:
+    value = body.get(name)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiProblem(400, f"{name} must be a list of strings")
+    if not value:
+        raise ApiProblem(400, f"{name} must not be empty")
+    if any(not v or len(v) > max_chars for v in value):
+        raise ApiProblem(400, f"each of {name} must be 1 to {max_chars} characters")
+    return value
+
+
+def _verdict(raw: Any, name: str) -> TrustVerdict:
+    if isinstance(raw, str):
+        for verdict in TrustVerdict:
+            if verdict.value == raw:
+                return verdict
+    raise ApiProblem(400, f"{name} must be one of: trusted, blocked")
+
+
+async def _region(request: web.Request) -> str:
+    """The authenticated user's region, for numbers written without a country code."""
+    try:
+        user = await _in_pool(request, store.get_user, _db(request), request[USER_ID])
+    except NotFound:
+        raise ApiProblem(401, "invalid or revoked token") from None  # deleted meanwhile
+    return user.region or request.config_dict[SETTINGS].optin.default_region
+
+
+# --- trusted senders -------------------------------------------------------------------
+
+
+async def list_trusted_senders(request: web.Request) -> web.StreamResponse:
+    raw = request.query.get("verdict")
+    verdict = None if raw is None else _verdict(raw, "verdict")
+    limit, cursor = _page_params(request)
+    try:
+        page = await _in_pool(
+            request,
+            trust.list_page,
+            _db(request),
+            request[USER_ID],
+            limit=limit,
+            cursor=cursor,
+            verdict=verdict,
+        )
+    except store.InvalidCursor as exc:
+        return problem(400, str(exc))
+    return _page_response(page)
+
+
+def _add_entry(
+    db: Database, user_id: str, address: trust.TrustTarget, verdict: TrustVerdict
+) -> tuple[trust.TrustRecord, bool]:
+    """Add or replace the entry; True when there was none before (201 rather than 200)."""
+    try:
+        trust.get(db, user_id, address)
+    except TrustEntryNotFound:
+        created = True
+    else:
+        created = False
+    return trust.add(db, user_id, address, verdict), created
+
+
+def _entry_location(address: str) -> str:
+    return f"{API_PREFIX}/trusted-senders/{quote(address, safe='@:+')}"
+
+
+async def add_trusted_sender(request: web.Request) -> web.StreamResponse:
+    body = await _json_object(request, ("address", "verdict"))
+    typed = body.get("address")
+    if not isinstance(typed, str):
+        raise ApiProblem(400, "address must be a string")
+    verdict = _verdict(body.get("verdict", "trusted"), "verdict")
+    region = await _region(request)
+    try:
+        address = trust.parse_entry(typed, region)
+    except AddressError as exc:
+        return problem(400, exc.reason)
+    record, created = await _in_pool(
+        request, _add_entry, _db(request), request[USER_ID], address, verdict
+    )
+    return web.json_response(
+        record.as_json(),
+        status=201 if created else 200,
+        headers={"Location": _entry_location(record.address)},
+    )
+
+
+async def remove_trusted_sender(request: web.Request) -> web.StreamResponse:
+    typed = request.match_info["address"]
+    region = await _region(request)
+    unparsable: str | None = None
+    try:
+        address = trust.parse_entry(typed, region)
+    except AddressError as exc:
+        # Still try the text exactly as stored: an entry whose number a newer
+        # phone-number database no longer accepts must remain removable.
+        address, unparsable = cast(trust.TrustTarget, typed), exc.reason
+    try:
+        await _in_pool(request, trust.remove, _db(request), request[USER_ID], address)
+    except TrustEntryNotFound:
+        if unparsable is not None:
+            return problem(400, unparsable)
+        return problem(404, f"{address} is not on the list")
+    return web.Response(status=204)
+
+
+# --- address book ----------------------------------------------------------------------
+
+
+def _parse_and_import(
+    db: Database,
+    user_id: str,
+    data: bytes,
+    *,
+    region: str,
+    filename: str | None,
+    content_type: str | None,
+    max_bytes: int,
+    max_contacts: int,
+) -> address_book.ImportResult:
+    # Parsing a large file is CPU work: it runs on the pool too, never on the loop.
+    report = parse_contacts(
+        data,
+        region=region,
+        filename=filename,
+        content_type=content_type,
+        max_bytes=max_bytes,
+        max_contacts=max_contacts,
+    )
+    return address_book.import_contacts(db, user_id, report, max_contacts=max_contacts)
+
+
+async def upload_contacts(request: web.Request) -> web.StreamResponse:
+    limits = request.config_dict[SETTINGS].optin
+    content_type = request.headers.get("Content-Type")
+    if request.content_type.startswith("multipart/"):
+        return problem(415, "send the address book file itself as the body, not a multipart form")
+    filename = request.query.get("filename") or None
+    if filename is not None and len(filename) > _MAX_FILENAME_CHARS:
+        return problem(400, f"filename must be at most {_MAX_FILENAME_CHARS} characters")
+    data = await _read_body(request, limits.max_contacts_bytes)
+    region = await _region(request)
+    try:
+        result = await _in_pool(
+            request,
+            _parse_and_import,
+            _db(request),
+            request[USER_ID],
+            data,
+            region=region,
+            filename=filename,
+            content_type=content_type,
+            max_bytes=limits.max_contacts_bytes,
+            max_contacts=limits.max_contacts,
+        )
+    except ContactsTooLarge as exc:
+        return problem(413, str(exc))
+    except MalformedContacts as exc:
+        return problem(400, str(exc))
+    return web.json_response(result.as_json(), status=201 if result.imported else 200)
+
+
+async def list_contacts(request: web.Request) -> web.StreamResponse:
+    limit, cursor = _page_params(request)
+    try:
+        page = await _in_pool(
+            request,
+            address_book.list_page,
+            _db(request),
+            request[USER_ID],
+            limit=limit,
+            cursor=cursor,
+        )
+    except store.InvalidCursor as exc:
+        return problem(400, str(exc))
+    return _page_response(page)
+
+
+async def delete_contacts(request: web.Request) -> web.StreamResponse:
+    untrust = _query_bool(request, "untrust", False)
+    contacts, entries = await _in_pool(
+        request, address_book.delete_all, _db(request), request[USER_ID], untrust=untrust
+    )
+    return web.json_response({"contacts": contacts, "trusted_senders": entries})
+
+
+async def opt_in_contacts(request: web.Request) -> web.StreamResponse:
+    body = await _json_object(request, ("all", "ids"))
+    ids: list[str] | None
+    if ("all" in body) == ("ids" in body):
+        return problem(400, 'send either {"all": true} or {"ids": [contact ids]}')
+    if "all" in body:
+        if body["all"] is not True:
+            return problem(400, 'all must be true; to opt in some contacts send "ids"')
+        ids = None
+    else:
+        ids = _string_list(body, "ids", 64)
+    try:
+        added = await _in_pool(request, address_book.opt_in, _db(request), request[USER_ID], ids)
+    except NotFound:
+        return problem(404, "no such contact")
+    return web.json_response({"added": added})
+
+
+# --- screener --------------------------------------------------------------------------
+
+
+async def screener_cards(request: web.Request) -> web.StreamResponse:
+    limit, cursor = _page_params(request)
+    region = await _region(request)
+    try:
+        page = await _in_pool(
+            request,
+            screener.cards,
+            _db(request),
+            request[USER_ID],
+            region=region,
+            quarantine_days=request.config_dict[SETTINGS].optin.quarantine_days,
+            limit=limit,
+            cursor=cursor,
+        )
+    except store.InvalidCursor as exc:
+        return problem(400, str(exc))
+    return _page_response(page)
+
+
+async def _decide(
+    request: web.Request, decide: Callable[[Database, str, Sequence[str]], DecisionResult]
+) -> web.StreamResponse:
+    body = await _json_object(request, ("senders",))
+    senders = _string_list(body, "senders", _MAX_SENDER_CHARS)
+    try:
+        result = await _in_pool(request, decide, _db(request), request[USER_ID], senders)
+    except NotFound as exc:
+        return problem(404, str(exc))
+    except ValueError as exc:
+        return problem(400, str(exc))
+    return web.json_response(result.as_json())
+
+
+async def screener_allow(request: web.Request) -> web.StreamResponse:
+    return await _decide(request, screener.allow)
+
+
+async def screener_block(request: web.Request) -> web.StreamResponse:
+    return await _decide(request, screener.block)
+
+
+async def screener_undo(request: web.Request) -> web.StreamResponse:
+    try:
+        result = await _in_pool(
+            request,
+            screener.undo,
+            _db(request),
+            request[USER_ID],
+            window_seconds=request.config_dict[SETTINGS].optin.undo_seconds,
+        )
+    except NothingToUndo as exc:
+        return problem(409, str(exc))
+    return web.json_response(result.as_json())
+
+
 async def openapi(request: web.Request) -> web.StreamResponse:
     return web.json_response(openapi_document())
 
@@ -109,8 +465,19 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 def api_app() -> web.Application:
     """The client API as a sub-application, so that its middleware (token checks)
     runs for API requests only and never on the provider webhooks' hot path."""
-    api = web.Application(middlewares=[bearer_auth])
+    api = web.Application(middlewares=[bearer_auth, api_problems])
     api.router.add_get("/openapi.json", openapi)
     api.router.add_get("/messages", list_messages)
     api.router.add_get("/messages/{message_id}", get_message)
+    api.router.add_get("/trusted-senders", list_trusted_senders)
+    api.router.add_post("/trusted-senders", add_trusted_sender)
+    api.router.add_delete("/trusted-senders/{address}", remove_trusted_sender)
+    api.router.add_get("/contacts", list_contacts)
+    api.router.add_post("/contacts", upload_contacts)
+    api.router.add_delete("/contacts", delete_contacts)
+    api.router.add_post("/contacts/opt-in", opt_in_contacts)
+    api.router.add_get("/screener", screener_cards)
+    api.router.add_post("/screener/allow", screener_allow)
+    api.router.add_post("/screener/block", screener_block)
+    api.router.add_post("/screener/undo", screener_undo)
     return api

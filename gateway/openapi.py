@@ -4,7 +4,59 @@ from __future__ import annotations
 
 from typing import Any
 
+from optin.screener import MAX_SENDERS
+
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
+_LIMIT = {"$ref": "#/components/parameters/Limit"}
+_CURSOR = {"$ref": "#/components/parameters/Cursor"}
+
+
+def _ref(schema: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "next": {"type": ["string", "null"]},
+        },
+    }
+
+
+def _strings(description: str, max_items: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "minLength": 1},
+        "description": description,
+    }
+    if max_items is not None:
+        schema["maxItems"] = max_items
+    return schema
+
+
+_DATE_TIME = {"type": "string", "format": "date-time"}
+_COUNT = {"type": "integer", "minimum": 0}
+_ACTION = {"type": "string", "enum": ["allow", "block"]}
+_TOO_LARGE_JSON = {
+    **_PROBLEM,
+    "description": "The JSON body is over the server's limit (http.max_api_body_bytes)",
+}
+_BODY_RULES = (
+    "The body is a JSON object with only the fields below; anything else is a 400 "
+    "problem whose detail names the field at fault."
+)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -95,9 +147,283 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/trusted-senders": {
+                "get": {
+                    "operationId": "listTrustedSenders",
+                    "summary": "The user's trusted and blocked senders, in address order",
+                    "parameters": [
+                        {
+                            "name": "verdict",
+                            "in": "query",
+                            "description": "Only the entries with this verdict (default: all)",
+                            "schema": {"type": "string", "enum": ["trusted", "blocked"]},
+                        },
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        "200": _json("One page", "TrustEntryPage"),
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                    },
+                },
+                "post": {
+                    "operationId": "addTrustedSender",
+                    "summary": "Trust or block a sender",
+                    "description": (
+                        "The address is read as a person types it: a phone number in any "
+                        "common spelling (numbers without a country code are read with the "
+                        "user's region), an email address, `@example.com` for a whole "
+                        "domain, or an SMS sender id (`short:12345`, `alpha:MYBANK`). "
+                        "Every spelling of one number is one entry; adding an address "
+                        "that is already on the list replaces its verdict (200). " + _BODY_RULES
+                    ),
+                    "requestBody": _json_body("NewTrustEntry"),
+                    "responses": {
+                        "201": {
+                            **_json("The new entry", "TrustEntry"),
+                            "headers": {
+                                "Location": {
+                                    "description": "The entry's URL",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        },
+                        "200": _json("The entry, which was already on the list", "TrustEntry"),
+                        "400": {
+                            **_PROBLEM,
+                            "description": (
+                                "The body is malformed, or the address is not one; the "
+                                "detail says why (e.g. `too few digits for a phone number`)"
+                            ),
+                        },
+                        "401": _PROBLEM,
+                        "413": _TOO_LARGE_JSON,
+                    },
+                },
+            },
+            "/trusted-senders/{address}": {
+                "delete": {
+                    "operationId": "removeTrustedSender",
+                    "summary": "Take a sender off the list",
+                    "parameters": [
+                        {
+                            "name": "address",
+                            "in": "path",
+                            "required": True,
+                            "description": (
+                                "The address as listed or as typed (URL-encoded), read "
+                                "like the address of addTrustedSender"
+                            ),
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "204": {"description": "Removed"},
+                        "400": {**_PROBLEM, "description": "Not an address; the detail says why"},
+                        "401": _PROBLEM,
+                        "404": {**_PROBLEM, "description": "The address is not on the list"},
+                    },
+                }
+            },
+            "/contacts": {
+                "get": {
+                    "operationId": "listContacts",
+                    "summary": "The user's uploaded address book, in import order",
+                    "parameters": [_LIMIT, _CURSOR],
+                    "responses": {
+                        "200": _json("One page", "ContactPage"),
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                    },
+                },
+                "post": {
+                    "operationId": "uploadContacts",
+                    "summary": "Upload an address book (vCard, CSV or JSON)",
+                    "description": (
+                        "The body is the file itself (not a multipart form). A file whose "
+                        "first line is BEGIN:VCARD is a vCard; otherwise the Content-Type, "
+                        "then the `filename` extension, then the first character decide. "
+                        "Numbers without a country code are read with the user's region. "
+                        "The upload is all or nothing: on any error nothing is stored. "
+                        "Values that cannot be used (an invalid number, a contact with "
+                        "neither number nor email address) are listed in `rejected`, with "
+                        "their line (vCard, CSV) or index (JSON) and the reason. Uploading "
+                        "adds to the address book; it trusts nobody until opt-in."
+                    ),
+                    "parameters": [
+                        {
+                            "name": "filename",
+                            "in": "query",
+                            "description": "The file's name, to help tell its format",
+                            "schema": {"type": "string", "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            media: {"schema": {"type": "string", "format": "binary"}}
+                            for media in (
+                                "text/vcard",
+                                "text/x-vcard",
+                                "text/csv",
+                                "application/json",
+                                "application/octet-stream",
+                            )
+                        },
+                    },
+                    "responses": {
+                        "201": _json("Imported (at least one contact stored)", "ImportResult"),
+                        "200": _json("Read, but every entry was rejected", "ImportResult"),
+                        "400": {
+                            **_PROBLEM,
+                            "description": (
+                                "The file cannot be read as an address book; the detail "
+                                "says why, with the line number when there is one"
+                            ),
+                        },
+                        "401": _PROBLEM,
+                        "413": {
+                            **_PROBLEM,
+                            "description": (
+                                "Over optin.max_contacts_bytes bytes, or the address book "
+                                "would hold more than optin.max_contacts contacts"
+                            ),
+                        },
+                        "415": {**_PROBLEM, "description": "A multipart form was sent"},
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteContacts",
+                    "summary": "Delete the whole address book",
+                    "parameters": [
+                        {
+                            "name": "untrust",
+                            "in": "query",
+                            "description": (
+                                "Also delete the trust entries that came from the address "
+                                "book (entries the user made or changed stay)"
+                            ),
+                            "schema": {"type": "boolean", "default": False},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("What was deleted", "ContactsDeleted"),
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                    },
+                },
+            },
+            "/contacts/opt-in": {
+                "post": {
+                    "operationId": "optInContacts",
+                    "summary": "Trust every number and address of some or all contacts",
+                    "description": (
+                        "An existing entry is never changed: a blocked number stays blocked. "
+                        + _BODY_RULES
+                    ),
+                    "requestBody": _json_body("OptInRequest"),
+                    "responses": {
+                        "200": _json("How many trust entries were added", "OptInResult"),
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                        "404": {
+                            **_PROBLEM,
+                            "description": "An id is not one of the user's contacts "
+                            "(nothing was trusted)",
+                        },
+                        "413": _TOO_LARGE_JSON,
+                    },
+                }
+            },
+            "/screener": {
+                "get": {
+                    "operationId": "listScreenerCards",
+                    "summary": "Quarantined messages grouped by sender, newest first",
+                    "parameters": [_LIMIT, _CURSOR],
+                    "responses": {
+                        "200": _json("One page", "ScreenerCardPage"),
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                    },
+                }
+            },
+            "/screener/allow": {
+                "post": {
+                    "operationId": "allowSenders",
+                    "summary": "Trust senders and move their held messages to the inbox",
+                    "description": (
+                        "One transaction for all the senders (each the `sender` of a "
+                        "screener card). Undo with undoScreenerDecision. " + _BODY_RULES
+                    ),
+                    "requestBody": _json_body("SendersRequest"),
+                    "responses": {
+                        "200": _json("What was done", "Decision"),
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                        "404": {
+                            **_PROBLEM,
+                            "description": "A sender has no held messages (nothing was changed)",
+                        },
+                        "413": _TOO_LARGE_JSON,
+                    },
+                }
+            },
+            "/screener/block": {
+                "post": {
+                    "operationId": "blockSenders",
+                    "summary": "Block senders and discard their held messages",
+                    "description": (
+                        "The discarded messages disappear from every list at once and are "
+                        "deleted when the undo window (optin.undo_seconds) has passed. "
+                        + _BODY_RULES
+                    ),
+                    "requestBody": _json_body("SendersRequest"),
+                    "responses": {
+                        "200": _json("What was done", "Decision"),
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                        "404": {
+                            **_PROBLEM,
+                            "description": "A sender has no held messages (nothing was changed)",
+                        },
+                        "413": _TOO_LARGE_JSON,
+                    },
+                }
+            },
+            "/screener/undo": {
+                "post": {
+                    "operationId": "undoScreenerDecision",
+                    "summary": "Undo the latest allow or block, within the undo window",
+                    "responses": {
+                        "200": _json("What was undone", "UndoResult"),
+                        "401": _PROBLEM,
+                        "409": {
+                            **_PROBLEM,
+                            "description": (
+                                "Nothing to undo: no decision yet, already undone, or "
+                                "older than the undo window"
+                            ),
+                        },
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "parameters": {
+                "Limit": {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                },
+                "Cursor": {
+                    "name": "cursor",
+                    "in": "query",
+                    "description": "The `next` value of the previous page",
+                    "schema": {"type": "string"},
+                },
+            },
             "responses": {
                 "Problem": {
                     "description": "RFC 9457 problem details",
@@ -172,6 +498,192 @@ def openapi_document() -> dict[str, Any]:
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Attachment"},
                         },
+                    },
+                },
+                "TrustEntry": {
+                    "type": "object",
+                    "required": ["address", "kind", "verdict", "source", "created_at"],
+                    "properties": {
+                        "address": {
+                            "type": "string",
+                            "description": (
+                                "Canonical: E.164 number, email address, @domain, or "
+                                "short:/alpha: sender id"
+                            ),
+                        },
+                        "kind": {
+                            "type": "string",
+                            "enum": ["phone", "email", "domain", "sender_id"],
+                        },
+                        "verdict": {"type": "string", "enum": ["trusted", "blocked"]},
+                        "source": {
+                            "type": "string",
+                            "enum": ["manual", "contacts", "sent_to", "sms_command", "release"],
+                            "description": (
+                                "Who made the entry: the user (manual), an address-book "
+                                "opt-in (contacts), a message the user sent (sent_to), an "
+                                "SMS command, or an allow in the screener (release)"
+                            ),
+                        },
+                        "created_at": _DATE_TIME,
+                    },
+                },
+                "TrustEntryPage": _page("TrustEntry"),
+                "NewTrustEntry": {
+                    "type": "object",
+                    "required": ["address"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "address": {"type": "string", "examples": ["(415) 555-0100"]},
+                        "verdict": {
+                            "type": "string",
+                            "enum": ["trusted", "blocked"],
+                            "default": "trusted",
+                        },
+                    },
+                },
+                "Contact": {
+                    "type": "object",
+                    "required": ["id", "name", "phones", "emails", "created_at"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "phones": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "E.164 numbers",
+                        },
+                        "emails": {"type": "array", "items": {"type": "string"}},
+                        "created_at": _DATE_TIME,
+                    },
+                },
+                "ContactPage": _page("Contact"),
+                "RejectedContact": {
+                    "type": "object",
+                    "required": ["position", "name", "value", "reason"],
+                    "properties": {
+                        "position": {
+                            "type": "integer",
+                            "description": (
+                                "1-based line in a vCard or CSV file; 0-based index in a JSON list"
+                            ),
+                        },
+                        "name": {"type": ["string", "null"]},
+                        "value": {
+                            "type": "string",
+                            "description": "The value as written; empty for a whole contact",
+                        },
+                        "reason": {"type": "string"},
+                    },
+                },
+                "ImportResult": {
+                    "type": "object",
+                    "required": ["format", "imported", "rejected"],
+                    "properties": {
+                        "format": {"type": "string", "enum": ["vcard", "csv", "json"]},
+                        "imported": _COUNT,
+                        "rejected": {"type": "array", "items": _ref("RejectedContact")},
+                    },
+                },
+                "ContactsDeleted": {
+                    "type": "object",
+                    "required": ["contacts", "trusted_senders"],
+                    "properties": {"contacts": _COUNT, "trusted_senders": _COUNT},
+                },
+                "OptInRequest": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["all"],
+                            "additionalProperties": False,
+                            "properties": {"all": {"const": True}},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["ids"],
+                            "additionalProperties": False,
+                            "properties": {"ids": _strings("Contact ids")},
+                        },
+                    ]
+                },
+                "OptInResult": {
+                    "type": "object",
+                    "required": ["added"],
+                    "properties": {"added": _COUNT},
+                },
+                "HeldMessageSummary": {
+                    "type": "object",
+                    "required": ["message_id", "received_at", "subject", "preview"],
+                    "properties": {
+                        "message_id": {"type": "string"},
+                        "received_at": _DATE_TIME,
+                        "subject": {"type": ["string", "null"]},
+                        "preview": {"type": "string"},
+                    },
+                },
+                "ScreenerCard": {
+                    "type": "object",
+                    "required": [
+                        "sender",
+                        "kind",
+                        "display",
+                        "count",
+                        "channel",
+                        "reason",
+                        "first",
+                        "latest",
+                        "expires_at",
+                    ],
+                    "properties": {
+                        "sender": {
+                            "type": "string",
+                            "description": "Canonical; what allow and block take",
+                        },
+                        "kind": {"type": "string", "enum": ["phone", "email", "sender_id"]},
+                        "display": {
+                            "type": "string",
+                            "description": "The sender as the user reads it",
+                        },
+                        "count": {"type": "integer", "minimum": 1},
+                        "channel": {"type": "string", "enum": ["sms", "mms", "email"]},
+                        "reason": {
+                            "type": "string",
+                            "description": "Why the latest message was held",
+                        },
+                        "first": _ref("HeldMessageSummary"),
+                        "latest": _ref("HeldMessageSummary"),
+                        "expires_at": {
+                            **_DATE_TIME,
+                            "description": "When the first held message will be deleted",
+                        },
+                    },
+                },
+                "ScreenerCardPage": _page("ScreenerCard"),
+                "SendersRequest": {
+                    "type": "object",
+                    "required": ["senders"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "senders": _strings("Card senders, as listed", MAX_SENDERS),
+                    },
+                },
+                "Decision": {
+                    "type": "object",
+                    "required": ["decision_id", "action", "senders", "messages"],
+                    "properties": {
+                        "decision_id": {"type": "string"},
+                        "action": _ACTION,
+                        "senders": {"type": "array", "items": {"type": "string"}},
+                        "messages": {**_COUNT, "description": "Held messages moved"},
+                    },
+                },
+                "UndoResult": {
+                    "type": "object",
+                    "required": ["undone", "senders", "messages"],
+                    "properties": {
+                        "undone": _ACTION,
+                        "senders": {"type": "array", "items": {"type": "string"}},
+                        "messages": {**_COUNT, "description": "Messages held again"},
                     },
                 },
                 "MessagePage": {

@@ -178,6 +178,28 @@ _SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
 _ALPHA_SENDER = re.compile(r"^[A-Za-z0-9 &+\-._]{1,11}$")
 
 
+def parse_sender_id(text: str) -> SenderId:
+    """A sender id written in its canonical form, ``short:12345`` or ``alpha:MYBANK``
+    (as the trust list shows it); the prefix is binding."""
+    prefix, sep, rest = text.strip().partition(":")
+    candidate = unicodedata.normalize("NFKC", rest).strip()
+    kind = prefix.lower()
+    if sep and kind == "short" and _SHORT_CODE.match(candidate):
+        return SenderId(f"short:{candidate}")
+    if (
+        sep
+        and kind == "alpha"
+        and _ALPHA_SENDER.match(candidate)
+        and any(c.isalpha() for c in candidate)
+    ):
+        return SenderId(f"alpha:{candidate.upper()}")
+    if kind == "short":
+        raise AddressError(text, "a short code is 3 to 8 digits")
+    raise AddressError(
+        text, "an alphanumeric sender id is 1 to 11 letters, digits or spaces, with a letter"
+    )
+
+
 def parse_sms_sender(text: str, default_region: str = "US") -> Address:
     """The sender of an SMS: an E.164 number, else a short code (``short:12345``) or an
     alphanumeric sender id (``alpha:MYBANK``), which carriers deliver without a number.

@@ -16,7 +16,7 @@ from inbox.addresses import (
     parse_email,
     parse_email_domain,
     parse_phone,
-    parse_sms_sender,
+    parse_sender_id,
 )
 from inbox.db import Database
 from inbox.errors import NotFound
@@ -52,7 +52,7 @@ def parse_entry(text: str, region: str) -> TrustTarget:
     if "@" in candidate:
         return parse_email(candidate)
     if candidate.lower().startswith(("short:", "alpha:")):
-        return parse_sms_sender(candidate.partition(":")[2], region)
+        return parse_sender_id(candidate)
     return parse_phone(candidate, region)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inbox.addresses import parse_email, parse_phone, parse_sms_sender
+from inbox.addresses import parse_email, parse_phone, parse_sender_id, parse_sms_sender
 from inbox.errors import AddressError
 
 
@@ -95,3 +95,23 @@ def test_email_addresses_are_canonical(text: str, expected: str) -> None:
 def test_ambiguous_or_invalid_email_is_refused(text: str) -> None:
     with pytest.raises(AddressError):
         parse_email(text)
+
+
+@pytest.mark.parametrize(
+    ("typed", "canonical"),
+    [
+        ("short:12345", "short:12345"),
+        ("SHORT: 12345", "short:12345"),
+        ("alpha:MyBank", "alpha:MYBANK"),
+    ],
+)
+def test_sender_ids_parse_to_their_canonical_form(typed: str, canonical: str) -> None:
+    assert parse_sender_id(typed) == canonical
+
+
+@pytest.mark.parametrize(
+    "typed", ["short:4155550100", "alpha:1-800-FLOWERS", "alpha:12345", "short:"]
+)
+def test_a_sender_id_prefix_is_binding(typed: str) -> None:
+    with pytest.raises(AddressError):
+        parse_sender_id(typed)
