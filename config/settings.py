@@ -173,6 +173,15 @@ class TwilioSettings(_Section):
     webhook_url_fragment: str = Field(default="", max_length=200)
     api_base_url: str = "https://api.twilio.com"
     media_hosts: list[str] = Field(default_factory=lambda: ["api.twilio.com", "mms.twiliocdn.com"])
+    # MMS media fetching (SSRF-safe: only media_hosts, https, public addresses).
+    media_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    # Media types kept; "type/*" allowed. Empty: the built-in list (no SVG, no HTML).
+    media_types: list[str] = Field(default_factory=list)
+    media_allow_http: bool = False  # tests and labs only
+    media_allow_private: bool = False  # never metadata addresses, even when true
+    media_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # Attempts per message's media before what is still missing is marked failed.
+    media_attempts: int = Field(default=5, ge=1, le=20)
     # A shared number users text their commands to (TRUST/BLOCK/LIST/HELP) from their
     # verified mobile; empty: commands go to the user's own OptMsg number only.
     service_number: str = Field(default="", max_length=32)
@@ -183,6 +192,15 @@ class TwilioSettings(_Section):
         min_length=1,
         max_length=320,
     )
+
+    @field_validator("media_types")
+    @classmethod
+    def _check_media_types(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            kind, sep, sub = pattern.partition("/")
+            if not sep or not kind or not sub or "*" in kind or (sub != "*" and "*" in sub):
+                raise ValueError(f"{pattern!r} is not a media type such as image/png or video/*")
+        return [p.lower() for p in v]
 
     @field_validator("service_number")
     @classmethod

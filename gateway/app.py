@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,13 +13,17 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from bridges.dns import Resolver, SystemResolver
+from bridges.media import HostResolver
 from bridges.twilio import SignatureVerifier, TwilioBridge
 from config import Settings
 from gateway import api, health, webhooks
+from gateway.jobs import Jobs
 from gateway.keys import (
     BLOBS,
     COMMITTER,
     DATABASE,
+    INGEST,
+    JOBS,
     METRICS,
     READ_POOL,
     RUNTIME,
@@ -28,6 +33,7 @@ from gateway.keys import (
     Runtime,
 )
 from gateway.mail import run_mail
+from gateway.media_jobs import MediaAwareIngest, sweep_pending_media
 from gateway.metrics import Metrics
 from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
@@ -42,6 +48,10 @@ from optin.decide import Policy
 
 log = logging.getLogger(__name__)
 
+# The media sweeper: how often it looks, and how long media may stay pending
+# (beyond two fetch timeouts) before their message is enqueued again.
+MEDIA_SWEEP_INTERVAL_S = 60.0
+MEDIA_SWEEP_GRACE_S = 60.0
 # How often the WAL is folded back into the SQLite file (see inbox.db.checkpoint).
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -110,8 +120,32 @@ async def _retention_periodically(
         await asyncio.sleep(settings.optin.retention_interval_s)
 
 
+async def _sweep_media_periodically(
+    settings: Settings, db: Database, jobs: Jobs, pool: ThreadPoolExecutor
+) -> None:
+    """Re-enqueue media whose job was lost. A job still retrying is enqueued again too;
+    the job is idempotent, so that costs only a repeated look at the rows."""
+    loop = asyncio.get_running_loop()
+    grace = settings.bridges.twilio.media_timeout_s * 2 + MEDIA_SWEEP_GRACE_S
+    while True:
+        await asyncio.sleep(MEDIA_SWEEP_INTERVAL_S)
+        try:
+            found = await loop.run_in_executor(
+                pool, functools.partial(sweep_pending_media, db, jobs, older_than_s=grace)
+            )
+            if found:
+                log.info("media sweeper: %d message(s) enqueued again", found)
+        except Exception:
+            log.exception("media sweep failed; will retry")
+
+
 def create_app(
-    settings: Settings, *, migrate: bool = True, resolver: Resolver | None = None
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    resolver: Resolver | None = None,
+    worker: bool = True,
+    media_resolver: HostResolver | None = None,
 ) -> web.Application:
     """Build the app. The database, writer, pools and SMTP server start with the app
     (``cleanup_ctx``) and stop with it; ``migrate`` applies migrations first.
@@ -146,6 +180,10 @@ def create_app(
     app[READ_POOL] = pool
     app[COMMITTER] = committer
     app[BLOBS] = DirectoryBlobStore(settings.storage.blob_dir)
+    jobs = Jobs(settings, db, app[BLOBS], media_resolver=media_resolver)
+    app[JOBS] = jobs
+    ingest = MediaAwareIngest(committer.submit, jobs, pool)
+    app[INGEST] = ingest
     runtime = Runtime()
     app[RUNTIME] = runtime
     dns = resolver or SystemResolver(timeout=settings.smtp.dns_timeout_s)
@@ -156,6 +194,13 @@ def create_app(
             if migrate:
                 await loop.run_in_executor(pool, upgrade, db)
             committer.start()
+            if worker or jobs.in_memory:
+                # An in-memory queue has no other consumer: `--no-worker` only makes
+                # sense with Redis (see cli).
+                jobs.start_worker()
+            sweeper = asyncio.create_task(
+                _sweep_media_periodically(settings, db, jobs, pool), name="media-sweeper"
+            )
             checkpointer = asyncio.create_task(_checkpoint_periodically(db, pool))
             retention = asyncio.create_task(
                 _retention_periodically(settings, db, app[BLOBS], pool), name="retention"
@@ -175,13 +220,14 @@ def create_app(
                         )
                     )
                 yield
-            for task in (checkpointer, retention):
+            for task in (checkpointer, retention, sweeper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
             # Commit what was submitted before the event loop goes away.
             await committer.stop()
+            await loop.run_in_executor(None, jobs.stop)
             pool.shutdown(wait=True)
             db.dispose()
 

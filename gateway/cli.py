@@ -81,7 +81,23 @@ def _phone(value: str, region: str, arg: str) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.serve import serve
 
-    serve(_settings(args))
+    settings = _settings(args)
+    if args.no_worker and not settings.redis.url:
+        raise UsageError(
+            "--no-worker needs redis.url: without Redis, jobs wait in this process's "
+            "memory and only its own worker can run them"
+        )
+    serve(settings, worker=not args.no_worker)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from gateway.serve import run_worker
+
+    settings = _settings(args)
+    if not settings.redis.url:
+        raise UsageError("redis.url is empty: `optmsg serve` runs the jobs itself without Redis")
+    run_worker(settings)
     return 0
 
 
@@ -508,9 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-worker",
         action="store_true",
-        help="do not run background jobs in this process (workers run elsewhere); "
-        "no background jobs exist yet, so this changes nothing today",
+        help="do not run background jobs in this process: `optmsg worker` processes "
+        "consume them from Redis (needs redis.url)",
     )
+    add(sub, "worker", cmd_worker, "run background jobs (MMS media) from the Redis broker")
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
     add(db, "upgrade", cmd_db_upgrade, "apply migrations")

@@ -11,6 +11,8 @@ from aiohttp import web
 from bridges.twilio import TwilioBridge
 from config import Settings
 from gateway.email_ingest import EmailIngest
+from gateway.jobs import Jobs
+from gateway.media_jobs import MediaAwareIngest
 from gateway.metrics import Metrics
 from gateway.sms_commands import SmsCommands
 from inbox.blobs import BlobStore
@@ -26,6 +28,8 @@ READ_POOL = web.AppKey("read_pool", ThreadPoolExecutor)
 COMMITTER = web.AppKey("committer", GroupCommitter[Inbound, IngestResult])
 TWILIO = web.AppKey("twilio", TwilioBridge)
 SMS_COMMANDS = web.AppKey("sms_commands", SmsCommands)
+JOBS = web.AppKey("jobs", Jobs)
+INGEST = web.AppKey("ingest", MediaAwareIngest)
 
 
 @dataclass

@@ -6,11 +6,14 @@ import asyncio
 import gc
 import logging
 import signal
+import threading
 
 from aiohttp import web
 
 from config import Settings
 from gateway.app import create_app
+from gateway.jobs import Jobs
+from inbox.blobs import DirectoryBlobStore
 from inbox.db import open_database
 from inbox.migrate import upgrade
 
@@ -22,8 +25,8 @@ def _split(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def _serve(settings: Settings, *, ready_line: bool = True) -> None:
-    app = create_app(settings, migrate=False)
+async def _serve(settings: Settings, *, ready_line: bool = True, worker: bool = True) -> None:
+    app = create_app(settings, migrate=False, worker=worker)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     host, port = _split(settings.http.listen)
@@ -49,11 +52,30 @@ async def _serve(settings: Settings, *, ready_line: bool = True) -> None:
         await runner.cleanup()
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, *, worker: bool = True) -> None:
     """Apply migrations, then serve HTTP until a signal asks us to stop."""
     db = open_database(settings.database)
     try:
         upgrade(db)
     finally:
         db.dispose()
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, worker=worker))
+
+
+def run_worker(settings: Settings) -> None:
+    """Consume background jobs from Redis until SIGTERM/SIGINT (``optmsg worker``)."""
+    db = open_database(settings.database)
+    try:
+        upgrade(db)
+        jobs = Jobs(settings, db, DirectoryBlobStore(settings.storage.blob_dir))
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        jobs.start_worker(threads=settings.database.pool_size)
+        print("optmsg: worker running", flush=True)
+        log.info("worker running on %s", jobs)
+        stop.wait()
+        log.info("worker stopping")
+        jobs.stop()
+    finally:
+        db.dispose()

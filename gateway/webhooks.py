@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bridges.base import WebhookRequest
 from bridges.errors import BridgeError, PayloadTooLarge, SignatureInvalid
-from gateway.keys import COMMITTER, METRICS, SMS_COMMANDS, TWILIO
+from gateway.keys import INGEST, METRICS, SMS_COMMANDS, TWILIO
 from gateway.problems import problem
 from inbox.errors import StoreUnavailable
 from inbox.message import Outcome
@@ -52,7 +52,7 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
     try:
         body = await _read_bounded(request, bridge.max_body_bytes)
         response, result = await bridge.handle_sms(
-            _webhook_request(request, body), app[COMMITTER].submit, app[SMS_COMMANDS]
+            _webhook_request(request, body), app[INGEST], app[SMS_COMMANDS]
         )
     except web.HTTPRequestEntityTooLarge:
         metrics.rejected.labels(bridge.name, "too_large").inc()

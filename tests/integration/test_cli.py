@@ -388,3 +388,15 @@ def test_contacts_optin_needs_ids_or_all(capsys: pytest.CaptureFixture[str], cli
     user_id = create_user(capsys)
     code, _, err = run(capsys, "contacts", "optin", user_id)
     assert code == 2 and "--all" in err
+
+
+def test_serve_no_worker_without_redis_is_refused(
+    capsys: pytest.CaptureFixture[str], cli_env: Path
+) -> None:
+    code, _, err = run(capsys, "serve", "--no-worker")
+    assert code == 2 and "redis.url" in err
+
+
+def test_worker_without_redis_is_refused(capsys: pytest.CaptureFixture[str], cli_env: Path) -> None:
+    code, _, err = run(capsys, "worker")
+    assert code == 2 and "redis.url is empty" in err

@@ -1,0 +1,1 @@
+"""Fakes of external services, run in-process for integration tests."""
