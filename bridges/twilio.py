@@ -17,6 +17,7 @@ import base64
 import hmac
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -288,6 +289,40 @@ class TwilioBridge:
         if inbound.keyword == Keyword.HELP and result.outcome is not Outcome.UNROUTABLE:
             return _twiml(self._help_twiml), result
         return _twiml(EMPTY_TWIML), result
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A delivery status callback: the message's provider id, its new status (lower
+    case) and Twilio's error code when it failed."""
+
+    sid: str
+    status: str
+    error_code: int | None
+
+
+def parse_status(
+    verifier: SignatureVerifier, request: WebhookRequest, max_body_bytes: int
+) -> StatusUpdate:
+    """Verify and parse a StatusCallback request (signed like inbound webhooks).
+    Raises SignatureInvalid, MalformedRequest or PayloadTooLarge."""
+    if len(request.body) > max_body_bytes:
+        raise PayloadTooLarge(f"request body over {max_body_bytes} bytes")
+    pairs = parse_form(request.body, request.headers.get("content-type"))
+    verifier.verify(request.path_qs, pairs, request.headers)
+    params: dict[str, list[str]] = {}
+    for name, value in pairs:
+        params.setdefault(name, []).append(value)
+    sid = _single(params, "MessageSid")
+    if len(sid) > 64 or not sid.isascii() or not sid.isalnum():
+        raise MalformedRequest("MessageSid is not a Twilio message SID")
+    status = _single(params, "MessageStatus").strip().lower()
+    if len(status) > 16 or not status.isalpha():
+        raise MalformedRequest("MessageStatus is not a status word")
+    raw_code = params.get("ErrorCode", [""])[0].strip()
+    if raw_code and not (raw_code.isdigit() and len(raw_code) <= 9):
+        raise MalformedRequest("ErrorCode is not a number")
+    return StatusUpdate(sid, status, int(raw_code) if raw_code else None)
 
 
 def _twiml(body: bytes) -> WebhookResponse:

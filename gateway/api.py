@@ -5,25 +5,30 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.keys import DATABASE, READ_POOL, SETTINGS
+from gateway import outbound
+from gateway.keys import DATABASE, JOBS, READ_POOL, SETTINGS
 from gateway.openapi import openapi_document
 from gateway.problems import problem
 from inbox import store
+from inbox.addresses import E164
 from inbox.db import Database
 from inbox.errors import AddressError, NotFound
 from inbox.ids import looks_like_id
+from inbox.outbound import SendRefused
 from optin import address_book, screener, trust
 from optin.contacts import ContactsTooLarge, MalformedContacts, parse_contacts
 from optin.decide import TrustVerdict
 from optin.errors import NothingToUndo, TrustEntryNotFound
 from optin.screener import DecisionResult
 
+log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 USER_ID = web.RequestKey("user_id", str)
 _PUBLIC = frozenset({f"{API_PREFIX}/openapi.json"})
@@ -94,7 +99,7 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     folder_raw = request.query.get("folder", "inbox")
     folder = next((f for f in store.VISIBLE_FOLDERS if f.value == folder_raw), None)
     if folder is None:
-        return problem(400, "folder must be one of: inbox, quarantine")
+        return problem(400, "folder must be one of: inbox, quarantine, sent")
     limit = _query_int(request, "limit", 50, 1, store.MAX_PAGE)
     if limit is None:
         return problem(400, f"limit must be a whole number from 1 to {store.MAX_PAGE}")
@@ -462,12 +467,58 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     return web.json_response(openapi_document())
 
 
+# --- sending -----------------------------------------------------------------------------
+
+
+def _create_and_read(
+    settings: Any, db: Database, user_id: str, to: E164, text: str
+) -> dict[str, Any]:
+    created = outbound.create_sms(settings, db, user_id, to, text)
+    return store.get_message(db, user_id, created.message_id)
+
+
+async def send_message(request: web.Request) -> web.StreamResponse:
+    """Send an SMS from the user's OptMsg number: stored as pending, answered 202,
+    handed to the provider by a job; its status moves as the provider reports."""
+    body = await _json_object(request, ("to", "text"))
+    to_raw, text = body.get("to"), body.get("text")
+    if not isinstance(to_raw, str) or not to_raw.strip():
+        raise ApiProblem(400, "to must be a phone number")
+    if not isinstance(text, str):
+        raise ApiProblem(400, "text must be a string")
+    settings = request.config_dict[SETTINGS]
+    if not settings.bridges.twilio.enabled:
+        return problem(409, "SMS sending is not enabled on this gateway")
+    region = await _region(request)
+    try:
+        to = outbound.parse_recipient(to_raw, (region, settings.optin.default_region))
+    except AddressError as exc:
+        return problem(400, f"to: {exc.reason}")
+    try:
+        message = await _in_pool(
+            request, _create_and_read, settings, _db(request), request[USER_ID], to, text
+        )
+    except SendRefused as exc:
+        return problem(409, str(exc))
+    except ValueError as exc:
+        return problem(400, str(exc))
+    jobs = request.config_dict[JOBS]
+    try:
+        await _in_pool(request, jobs.enqueue_send, message["id"])
+    except Exception:  # noqa: BLE001 - stored as pending; the sweeper sends it later
+        log.warning("could not enqueue sms %s; the sweeper will", message["id"])
+    return web.json_response(
+        message, status=202, headers={"Location": f"{API_PREFIX}/messages/{message['id']}"}
+    )
+
+
 def api_app() -> web.Application:
     """The client API as a sub-application, so that its middleware (token checks)
     runs for API requests only and never on the provider webhooks' hot path."""
     api = web.Application(middlewares=[bearer_auth, api_problems])
     api.router.add_get("/openapi.json", openapi)
     api.router.add_get("/messages", list_messages)
+    api.router.add_post("/messages", send_message)
     api.router.add_get("/messages/{message_id}", get_message)
     api.router.add_get("/trusted-senders", list_trusted_senders)
     api.router.add_post("/trusted-senders", add_trusted_sender)

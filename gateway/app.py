@@ -35,6 +35,7 @@ from gateway.keys import (
 from gateway.mail import run_mail
 from gateway.media_jobs import MediaAwareIngest, sweep_pending_media
 from gateway.metrics import Metrics
+from gateway.outbound import SEND_SWEEP_GRACE_S, pending_sends
 from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
 from gateway.retention import run_retention
@@ -135,6 +136,14 @@ async def _sweep_media_periodically(
             )
             if found:
                 log.info("media sweeper: %d message(s) enqueued again", found)
+            sends = await loop.run_in_executor(
+                pool,
+                functools.partial(pending_sends, db, older_than_s=SEND_SWEEP_GRACE_S),
+            )
+            for message_id in sends:
+                await loop.run_in_executor(pool, jobs.enqueue_send, message_id)
+            if sends:
+                log.info("send sweeper: %d message(s) enqueued again", len(sends))
         except Exception:
             log.exception("media sweep failed; will retry")
 
@@ -241,5 +250,6 @@ def create_app(
             db, pool, settings.bridges.twilio.service_number, settings.optin.default_region
         )
         app.router.add_post("/bridges/twilio/sms", webhooks.twilio_sms)
+        app.router.add_post("/bridges/twilio/status", webhooks.twilio_status)
     app.add_subapp(api.API_PREFIX, api.api_app())
     return app

@@ -22,14 +22,21 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 
 from bridges.media import HostResolver
+from bridges.twilio_rest import TwilioSender
 from config import Settings
 from gateway.media_jobs import fetch_message_media
+from gateway.outbound import deliver_sms
 from inbox.blobs import BlobStore
 from inbox.db import Database
 
 log = logging.getLogger(__name__)
 
 MEDIA_QUEUE = "media"
+SEND_QUEUE = "send"
+# Sends are retried with backoff (1 s .. 5 min) on 5xx, 429 and connection errors,
+# about 20 minutes in all, then marked failed with the provider's error.
+SEND_ATTEMPTS = 8
+SEND_TIMEOUT_S = 15.0
 # An unacked message of a worker that died is handed to another after this long
 # (dramatiq's default of 60 s plus rare maintenance left jobs stuck for minutes).
 HEARTBEAT_TIMEOUT_MS = 15_000
@@ -64,6 +71,7 @@ class Jobs:
         else:
             self.broker = StubBroker(middleware=middleware)
         self.broker.declare_queue(MEDIA_QUEUE)
+        self.broker.declare_queue(SEND_QUEUE)
         tw = settings.bridges.twilio
         self._media_attempts = tw.media_attempts
         self.fetch_media: dramatiq.Actor[[str], None] = dramatiq.actor(
@@ -76,6 +84,21 @@ class Jobs:
             # All media of a message are fetched concurrently within one timeout.
             time_limit=int(tw.media_timeout_s * 1000 * 2 + 10_000),
         )(self._fetch_media)
+        self._sender = TwilioSender(
+            tw.account_sid,
+            tw.auth_token.get_secret_value(),
+            tw.api_base_url,
+            timeout_s=SEND_TIMEOUT_S,
+        )
+        self.send_sms: dramatiq.Actor[[str], None] = dramatiq.actor(
+            broker=self.broker,
+            actor_name="send_sms",
+            queue_name=SEND_QUEUE,
+            max_retries=SEND_ATTEMPTS - 1,
+            min_backoff=1_000,
+            max_backoff=300_000,
+            time_limit=int(SEND_TIMEOUT_S * 1000 * 3),
+        )(self._send_sms)
         self._worker: dramatiq.Worker | None = None
 
     @property
@@ -97,6 +120,21 @@ class Jobs:
             log.info(
                 "media of %s: %d stored, %d failed", message_id, outcome.stored, outcome.failed
             )
+
+    def _send_sms(self, message_id: str) -> None:
+        current = CurrentMessage.get_current_message()
+        retries = int(current.options.get("retries", 0)) if current is not None else 0
+        deliver_sms(
+            self.settings,
+            self._db,
+            self._sender,
+            message_id,
+            last_attempt=retries >= SEND_ATTEMPTS - 1,
+        )
+
+    def enqueue_send(self, message_id: str) -> None:
+        """Ask for a pending outbound message to be handed to the provider."""
+        self.send_sms.send(message_id)
 
     def enqueue_media(self, message_id: str) -> None:
         """Ask for the message's pending media to be fetched (blocking: Redis I/O)."""
@@ -120,5 +158,5 @@ class Jobs:
 
     def queue_sizes(self) -> dict[str, Any]:
         if isinstance(self.broker, StubBroker):
-            return {MEDIA_QUEUE: self.broker.queues[MEDIA_QUEUE].qsize()}
+            return {q: self.broker.queues[q].qsize() for q in (MEDIA_QUEUE, SEND_QUEUE)}
         return {}

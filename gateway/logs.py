@@ -40,3 +40,5 @@ def configure_logging(settings: LogSettings) -> None:
     # aiosmtpd logs every peer address and command at INFO: IP addresses and mail
     # addresses are personal data we keep only where the privacy policy says.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # The twilio package logs every REST request (ten lines per SMS, with numbers).
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)

@@ -86,7 +86,7 @@ def openapi_document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {
                                 "type": "string",
-                                "enum": ["inbox", "quarantine"],
+                                "enum": ["inbox", "quarantine", "sent"],
                                 "default": "inbox",
                             },
                         },
@@ -119,7 +119,61 @@ def openapi_document() -> dict[str, Any]:
                         "400": _PROBLEM,
                         "401": _PROBLEM,
                     },
-                }
+                },
+                "post": {
+                    "operationId": "sendMessage",
+                    "summary": "Send an SMS from the user's OptMsg number",
+                    "description": (
+                        "The message is stored in `sent` with status `pending` and handed "
+                        "to the provider by a background job (retried on provider or "
+                        "network trouble); `status` then follows the provider's delivery "
+                        "reports. The recipient becomes a trusted sender unless the "
+                        "operator turned that off. " + _BODY_RULES
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["to", "text"],
+                                    "properties": {
+                                        "to": {
+                                            "type": "string",
+                                            "description": (
+                                                "Phone number in any common spelling; "
+                                                "without a country code, the user's "
+                                                "region, then the gateway's"
+                                            ),
+                                        },
+                                        "text": {"type": "string", "maxLength": 1600},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Stored; it will be sent",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Message"}
+                                }
+                            },
+                        },
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                        "409": {
+                            **_PROBLEM,
+                            "description": (
+                                "Not sendable: the recipient texted STOP, the user has no "
+                                "OptMsg number, or SMS is not enabled"
+                            ),
+                        },
+                        "413": _TOO_LARGE_JSON,
+                    },
+                },
             },
             "/messages/{message_id}": {
                 "get": {
@@ -475,7 +529,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "properties": {
                         "id": {"type": "string"},
-                        "folder": {"type": "string", "enum": ["inbox", "quarantine"]},
+                        "folder": {"type": "string", "enum": ["inbox", "quarantine", "sent"]},
                         "channel": {"type": "string", "enum": ["sms", "mms", "email"]},
                         "bridge": {"type": "string"},
                         "direction": {"type": "string", "enum": ["inbound", "outbound"]},
@@ -494,6 +548,18 @@ def openapi_document() -> dict[str, Any]:
                             "description": "Why the opt-in filter put it in this folder",
                         },
                         "auth": {"type": ["object", "null"]},
+                        "status": {
+                            "type": ["string", "null"],
+                            "description": (
+                                "Outbound only: pending (not yet handed to the provider), "
+                                "then the provider's status: queued, sending, sent, "
+                                "delivered, undelivered, failed"
+                            ),
+                        },
+                        "error_code": {
+                            "type": ["integer", "null"],
+                            "description": "The provider's error code when sending failed",
+                        },
                         "attachments": {
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Attachment"},

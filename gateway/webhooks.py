@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from bridges.base import WebhookRequest
 from bridges.errors import BridgeError, PayloadTooLarge, SignatureInvalid
-from gateway.keys import INGEST, METRICS, SMS_COMMANDS, TWILIO
+from bridges.twilio import parse_status
+from gateway import outbound
+from gateway.keys import DATABASE, INGEST, METRICS, READ_POOL, SMS_COMMANDS, TWILIO
 from gateway.problems import problem
 from inbox.errors import StoreUnavailable
 from inbox.message import Outcome
@@ -74,3 +78,29 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
     return web.Response(
         status=response.status, body=response.body, content_type=response.content_type
     )
+
+
+async def twilio_status(request: web.Request) -> web.StreamResponse:
+    """Delivery status callbacks for messages we sent (StatusCallback)."""
+    app = request.app
+    metrics = app[METRICS]
+    bridge = app[TWILIO]
+    try:
+        body = await _read_bounded(request, bridge.max_body_bytes)
+        update = parse_status(
+            bridge.verifier, _webhook_request(request, body), bridge.max_body_bytes
+        )
+    except BridgeError as exc:
+        reason = _REJECT_REASON.get(type(exc), "malformed")
+        metrics.rejected.labels(bridge.name, reason).inc()
+        log.warning("twilio status callback refused (%s): %s", reason, exc)
+        return problem(exc.status, str(exc))
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(app[READ_POOL], outbound.apply_status, app[DATABASE], update)
+    except sa.exc.SQLAlchemyError:
+        # Twilio retries a status callback on connection errors only; a 503 costs
+        # at most one intermediate status, the final one will come again.
+        log.exception("could not store a delivery status")
+        return problem(503, "the status could not be stored; try again")
+    return web.Response(status=200, text="")

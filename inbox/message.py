@@ -19,6 +19,7 @@ class Channel(enum.StrEnum):
 class Folder(enum.StrEnum):
     INBOX = "inbox"
     QUARANTINE = "quarantine"
+    SENT = "sent"
     # Held messages of a sender the user blocked from the screener: hidden from every
     # list and lookup, kept only while the block can be undone, then deleted.
     DISCARDED = "discarded"

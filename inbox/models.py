@@ -91,6 +91,10 @@ class Message(SQLModel, table=True):
     provider_meta: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     # The raw email this message was parsed from (kept for export as .eml).
     raw_id: str | None = Field(default=None, max_length=40)
+    # Outbound only: the provider's delivery status (pending, queued, sent,
+    # delivered, undelivered, failed, ...) and its error code when it failed.
+    status: str | None = Field(default=None, max_length=16)
+    error_code: int | None = None
 
 
 class Attachment(SQLModel, table=True):

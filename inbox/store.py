@@ -35,7 +35,7 @@ from inbox.models import (
 TOKEN_PREFIX = "optmsg_"  # noqa: S105 - a public prefix, not a secret
 MAX_PAGE = 200
 #: The folders a user sees (``discarded`` holds blocked mail until the undo window ends).
-VISIBLE_FOLDERS = (Folder.INBOX, Folder.QUARANTINE)
+VISIBLE_FOLDERS = (Folder.INBOX, Folder.QUARANTINE, Folder.SENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +290,8 @@ def _message_json(row: Any, attachments: list[dict[str, Any]]) -> dict[str, Any]
         "read": bool(row.read),
         "reason": row.reason,
         "auth": json.loads(row.auth) if row.auth else None,
+        "status": row.status,
+        "error_code": row.error_code,
         "attachments": attachments,
     }
 
@@ -309,6 +311,8 @@ _MESSAGE_COLUMNS = [
     messages_t.c.read,
     messages_t.c.reason,
     messages_t.c.auth,
+    messages_t.c.status,
+    messages_t.c.error_code,
 ]
 
 

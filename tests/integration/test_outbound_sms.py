@@ -1,0 +1,242 @@
+"""Sending SMS end to end: the client API, the send job (in-process dramatiq), the
+twilio package against a fake Twilio on 127.0.0.1, and signed status callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bridges.twilio_rest import TwilioSender
+from config import Settings
+from gateway.app import create_app
+from gateway.outbound import deliver_sms
+from inbox import store
+from inbox.db import Database
+from inbox.outbound import SendRefused
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.fakes.twilio_api import FakeTwilio
+from tests.integration.helpers import make_user, post_signed
+
+USER_NUMBER = "+14155550199"
+FRIEND = "+14155550100"
+STATUS_PATH = "/bridges/twilio/status"
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTwilio]:
+    async with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as server:
+        yield server
+
+
+def with_fake(settings: Settings, fake: FakeTwilio) -> Settings:
+    twilio = settings.bridges.twilio.model_copy(update={"api_base_url": fake.base_url})
+    return settings.model_copy(
+        update={"bridges": settings.bridges.model_copy(update={"twilio": twilio})}
+    )
+
+
+@pytest.fixture
+def user_id(db: Database) -> str:
+    return make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
+
+
+@pytest.fixture
+async def client(
+    settings: Settings,
+    db: Database,
+    user_id: str,
+    fake: FakeTwilio,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> Client:
+    return await aiohttp_client(create_app(with_fake(settings, fake)))
+
+
+@pytest.fixture
+def token(db: Database, user_id: str) -> str:
+    return store.create_token(db, user_id)[1]
+
+
+async def send(client: Client, token: str, to: str, text: str = "hi there") -> Any:
+    return await client.post(
+        "/api/v1/messages",
+        json={"to": to, "text": text},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def message(client: Client, token: str, message_id: str) -> dict[str, Any]:
+    resp = await client.get(
+        f"/api/v1/messages/{message_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert resp.status == 200
+    return dict(await resp.json())
+
+
+async def until_status(
+    client: Client, token: str, message_id: str, wanted: str, timeout: float = 10.0
+) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = await message(client, token, message_id)
+        if found["status"] == wanted or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def test_a_sent_message_reaches_twilio_from_the_users_number(
+    client: Client, token: str, fake: FakeTwilio
+) -> None:
+    resp = await send(client, token, "(415) 555-0100")
+    assert resp.status == 202
+    created = await resp.json()
+    assert (created["folder"], created["status"], created["recipient"]) == (
+        "sent",
+        "pending",
+        FRIEND,
+    )
+    found = await until_status(client, token, created["id"], "queued")
+    assert found["status"] == "queued"
+    (sent,) = fake.created
+    assert (sent.to, sent.from_, sent.body) == (FRIEND, USER_NUMBER, "hi there")
+    assert sent.status_callback is not None and sent.status_callback.endswith(STATUS_PATH)
+
+
+async def test_status_callbacks_move_the_message_forward_only(
+    client: Client, token: str, fake: FakeTwilio
+) -> None:
+    created = await (await send(client, token, FRIEND)).json()
+    await until_status(client, token, created["id"], "queued")
+    sid = fake.created[0].sid
+    for status in ("sent", "delivered", "sent"):  # the last one arrives late
+        form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": ACCOUNT_SID}
+        resp = await post_signed(client, form, path=STATUS_PATH)
+        assert resp.status == 200
+    assert (await message(client, token, created["id"]))["status"] == "delivered"
+
+
+async def test_an_unsigned_status_callback_is_refused(
+    client: Client, token: str, fake: FakeTwilio
+) -> None:
+    created = await (await send(client, token, FRIEND)).json()
+    await until_status(client, token, created["id"], "queued")
+    resp = await client.post(
+        STATUS_PATH,
+        data={"MessageSid": fake.created[0].sid, "MessageStatus": "failed"},
+    )
+    assert resp.status == 403
+    assert (await message(client, token, created["id"]))["status"] == "queued"
+
+
+async def test_a_recipient_who_texted_stop_is_refused_with_409(
+    client: Client, token: str, fake: FakeTwilio
+) -> None:
+    from tests.conftest import twilio_form
+
+    await post_signed(client, twilio_form(sender=FRIEND, to=USER_NUMBER, body="STOP"))
+    resp = await send(client, token, FRIEND)
+    assert resp.status == 409
+    assert "STOP" in (await resp.json())["detail"]
+    assert fake.created == []
+
+
+async def test_an_unreadable_number_is_a_400(client: Client, token: str) -> None:
+    resp = await send(client, token, "12")
+    assert resp.status == 400 and "too few digits" in (await resp.json())["detail"]
+
+
+async def test_sending_needs_a_token(client: Client) -> None:
+    resp = await client.post("/api/v1/messages", json={"to": FRIEND, "text": "x"})
+    assert resp.status == 401
+
+
+# --- the job, step by step ----------------------------------------------------------
+
+
+async def _pending(settings: Settings, db: Database, user_id: str) -> str:
+    from gateway.outbound import create_sms
+    from inbox.addresses import E164
+
+    return create_sms(settings, db, user_id, E164(FRIEND), "hello").message_id
+
+
+async def test_a_5xx_is_retried_and_then_succeeds(
+    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+) -> None:
+    from gateway.outbound import SendRetry
+
+    configured = with_fake(settings, fake)
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
+    message_id = await _pending(configured, db, user_id)
+    fake.fail_next(500)
+    with pytest.raises(SendRetry):
+        await asyncio.to_thread(deliver_sms, configured, db, sender, message_id, last_attempt=False)
+    status = await asyncio.to_thread(
+        deliver_sms, configured, db, sender, message_id, last_attempt=False
+    )
+    assert status == "queued" and len(fake.created) == 1
+    sender.close()
+
+
+async def test_a_4xx_is_not_retried_and_fails_with_twilios_error(
+    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+) -> None:
+    configured = with_fake(settings, fake)
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
+    message_id = await _pending(configured, db, user_id)
+    fake.fail_next(400, code=21211, message="The 'To' number is not a valid phone number.")
+    status = await asyncio.to_thread(
+        deliver_sms, configured, db, sender, message_id, last_attempt=False
+    )
+    assert status == "failed"
+    found = store.get_message(db, user_id, message_id)
+    assert (found["status"], found["error_code"]) == ("failed", 21211)
+    assert "not a valid phone number" in found["reason"]
+    sender.close()
+
+
+async def test_error_21610_fails_the_message_and_records_the_opt_out(
+    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+) -> None:
+    from gateway.outbound import create_sms
+    from inbox.addresses import E164
+
+    configured = with_fake(settings, fake)
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
+    message_id = await _pending(configured, db, user_id)
+    fake.fail_next(400, code=21610, message="Attempt to send to unsubscribed recipient")
+    await asyncio.to_thread(deliver_sms, configured, db, sender, message_id, last_attempt=False)
+    with pytest.raises(SendRefused):
+        create_sms(configured, db, user_id, E164(FRIEND), "again")
+    sender.close()
+
+
+async def test_exhausted_retries_mark_the_message_failed(
+    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+) -> None:
+    configured = with_fake(settings, fake)
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
+    message_id = await _pending(configured, db, user_id)
+    fake.fail_next(503)
+    status = await asyncio.to_thread(
+        deliver_sms, configured, db, sender, message_id, last_attempt=True
+    )
+    assert status == "failed"
+    assert store.get_message(db, user_id, message_id)["status"] == "failed"
+    sender.close()
+
+
+async def test_the_send_job_is_idempotent(
+    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+) -> None:
+    configured = with_fake(settings, fake)
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
+    message_id = await _pending(configured, db, user_id)
+    for _ in range(2):
+        await asyncio.to_thread(deliver_sms, configured, db, sender, message_id, last_attempt=False)
+    assert len(fake.created) == 1
+    sender.close()
