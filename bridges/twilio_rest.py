@@ -157,6 +157,9 @@ class _Connection:
         message = self._messages.create(**params)
         return message.sid, message.status
 
+    def delete_media(self, message_sid: str, media_sid: str) -> bool:
+        return bool(self._messages(message_sid).media(media_sid).delete())
+
     def close(self) -> None:
         self._http.close()
 
@@ -247,6 +250,21 @@ class TwilioSender:
                 maybe_sent=True,
             )
         return SentMessage(sid=sid, status=status if isinstance(status, str) else "queued")
+
+    def delete_media(self, message_sid: str, media_sid: str) -> None:
+        """Delete one media item of a received MMS from Twilio (data minimisation once
+        we hold our own copy). SendFailed when Twilio refused or was unreachable."""
+        if not self._account_sid or not self._auth_token:
+            raise SendFailed("Twilio is not configured on this gateway.", retryable=False)
+        try:
+            with self._connection() as connection:
+                connection.delete_media(message_sid, media_sid)
+        except TwilioRestException as exc:
+            raise self._http_failure(exc.status, exc.code, _strip_sdk_prefix(exc.msg)) from None
+        except TwilioException as exc:
+            raise SendFailed(self._clean(str(exc) or type(exc).__name__), retryable=False) from None
+        except requests.RequestException as exc:
+            raise _transport_failure(exc) from exc
 
     def close(self) -> None:
         """Close the pooled connections. The sender stays usable (it reconnects)."""

@@ -182,6 +182,8 @@ class TwilioSettings(_Section):
     media_timeout_s: float = Field(default=30.0, gt=0, le=300)
     # Attempts per message's media before what is still missing is marked failed.
     media_attempts: int = Field(default=5, ge=1, le=20)
+    # Delete the media from Twilio once stored here (data minimisation).
+    media_delete_after_fetch: bool = False
     # A shared number users text their commands to (TRUST/BLOCK/LIST/HELP) from their
     # verified mobile; empty: commands go to the user's own OptMsg number only.
     service_number: str = Field(default="", max_length=32)

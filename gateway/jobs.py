@@ -115,6 +115,7 @@ class Jobs:
             message_id,
             last_attempt=retries >= self._media_attempts - 1,
             resolver=self._media_resolver,
+            delete_media=self._sender.delete_media,
         )
         if outcome.stored or outcome.failed:
             log.info(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ from inbox.models import attachments_t
 log = logging.getLogger(__name__)
 
 _PENDING = AttachmentStatus.PENDING.value
+# Twilio's media URLs: .../Accounts/AC.../Messages/MM.../Media/ME...
+_TWILIO_MEDIA = re.compile(
+    r"/Messages/(?P<message>[A-Z]{2}[0-9a-f]{32})/Media/(?P<media>ME[0-9a-f]{32})"
+)
 
 
 class MediaRetry(Exception):
@@ -99,6 +104,7 @@ def fetch_message_media(
     *,
     last_attempt: bool,
     resolver: HostResolver | None = None,
+    delete_media: Callable[[str, str], None] | None = None,
 ) -> MediaOutcome:
     """Fetch the message's pending media. Raises MediaRetry when something retryable
     is left and this is not the last attempt."""
@@ -141,6 +147,14 @@ def fetch_message_media(
             log.info("media refused for message %s: %s", message_id, result.reason)
     if retry:
         raise MediaRetry(f"{retry} media of message {message_id} to retry")
+    if delete_media is not None and tw.media_delete_after_fetch:
+        for (_, url), result in zip(pending, results, strict=True):
+            ids = _TWILIO_MEDIA.search(url)
+            if isinstance(result, Fetched) and ids is not None:
+                try:
+                    delete_media(ids["message"], ids["media"])
+                except Exception:  # noqa: BLE001 - best effort; our copy is stored
+                    log.warning("could not delete media %s from Twilio", ids["media"])
     return MediaOutcome(stored, failed, 0)
 
 

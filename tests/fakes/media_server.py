@@ -80,6 +80,10 @@ class MediaServer:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/image.jpg", self._image)
         app.router.add_get("/media/{n:\\d+}", self._numbered)
+        # Twilio's own media URL shape (what Twilio posts as MediaUrlN).
+        app.router.add_get(
+            "/2010-04-01/Accounts/{account}/Messages/{message}/Media/{media}", self._image
+        )
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/loop", self._loop)
         app.router.add_get("/no-location", self._no_location)

@@ -293,3 +293,50 @@ async def test_media_jobs_run_through_redis(
     finally:
         await asyncio.to_thread(consumer.stop)
         producer.stop()
+
+
+async def test_media_can_be_deleted_from_twilio_once_stored(
+    settings: Settings,
+    db: Database,
+    resolver: StaticHostResolver,
+    api: MediaServer,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    from tests.fakes.twilio_api import FakeTwilio
+
+    make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
+    message_sid, media_sid = "MM" + "1" * 32, "ME" + "2" * 32
+    url = api.url(f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{message_sid}/Media/{media_sid}")
+    async with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as twilio_api:
+        configured = media_settings(
+            settings, media_delete_after_fetch=True, api_base_url=twilio_api.base_url
+        )
+        client = await aiohttp_client(create_app(configured, media_resolver=resolver))
+        await post_signed(client, mms([url]))
+        (row,) = await settled(db, 1)
+        assert row.status == "stored"
+        deadline = asyncio.get_running_loop().time() + 5
+        while not twilio_api.deleted_media and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert twilio_api.deleted_media == [(message_sid, media_sid)]
+
+
+async def test_media_stay_on_twilio_by_default(
+    settings: Settings,
+    db: Database,
+    resolver: StaticHostResolver,
+    api: MediaServer,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    from tests.fakes.twilio_api import FakeTwilio
+
+    make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
+    url = api.url(f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM{'1' * 32}/Media/ME{'3' * 32}")
+    async with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as twilio_api:
+        configured = media_settings(settings, api_base_url=twilio_api.base_url)
+        client = await aiohttp_client(create_app(configured, media_resolver=resolver))
+        await post_signed(client, mms([url]))
+        (row,) = await settled(db, 1)
+        assert row.status == "stored"
+        await asyncio.sleep(0.2)
+        assert twilio_api.deleted_media == [] and twilio_api.requests == 0
