@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/smtp.py
 	$(BIN)/python bench/optin.py
+	$(BIN)/python bench/mms.py
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v -e '^optmsg-gateway' -e '^pip==' > requirements.lock.new

@@ -141,7 +141,8 @@ class Jobs:
         """Ask for the message's pending media to be fetched (blocking: Redis I/O)."""
         self.fetch_media.send(message_id)
 
-    def start_worker(self, threads: int = 2) -> None:
+    def start_worker(self, threads: int = 8) -> None:
+        # The jobs wait on the network (media hosts, Twilio), not on the CPU.
         worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=50)
         worker.start()
         self._worker = worker
