@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -153,7 +153,7 @@ class _Connection:
         client.region = None
         self._messages = client.messages
 
-    def create(self, params: dict[str, str]) -> tuple[object, object]:
+    def create(self, params: dict[str, Any]) -> tuple[object, object]:
         message = self._messages.create(**params)
         return message.sid, message.status
 
@@ -205,7 +205,13 @@ class TwilioSender:
         return self._base
 
     def send(
-        self, *, from_: str, to: str, body: str, status_callback: str | None = None
+        self,
+        *,
+        from_: str,
+        to: str,
+        body: str,
+        status_callback: str | None = None,
+        media_urls: Sequence[str] = (),
     ) -> SentMessage:
         """Ask Twilio to send ``body`` from ``from_`` to ``to`` (E.164 numbers).
         Twilio calls ``status_callback`` back with each delivery status. One HTTP
@@ -215,9 +221,12 @@ class TwilioSender:
                 "Sending SMS is not configured on this gateway (no Twilio account).",
                 retryable=False,
             )
-        params = {"to": to, "from_": from_, "body": body}
+        params: dict[str, Any] = {"to": to, "from_": from_, "body": body}
         if status_callback is not None:
             params["status_callback"] = status_callback
+        if media_urls:
+            # MMS: Twilio fetches each URL when it sends the message.
+            params["media_url"] = list(media_urls)
         try:
             with self._connection() as connection:
                 sid, status = connection.create(params)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import json
 import logging
@@ -13,11 +15,13 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway import outbound
-from gateway.keys import DATABASE, JOBS, READ_POOL, SETTINGS
+from gateway.keys import BLOBS, DATABASE, JOBS, READ_POOL, SETTINGS
+from gateway.media_jobs import media_policy
 from gateway.openapi import openapi_document
 from gateway.problems import problem
 from inbox import store
 from inbox.addresses import E164
+from inbox.blobs import BlobStore
 from inbox.db import Database
 from inbox.errors import AddressError, NotFound
 from inbox.ids import looks_like_id
@@ -471,17 +475,55 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 def _create_and_read(
-    settings: Any, db: Database, user_id: str, to: E164, text: str
+    settings: Any,
+    db: Database,
+    blobs: BlobStore,
+    user_id: str,
+    to: E164,
+    text: str,
+    media: list[outbound.MediaUpload],
 ) -> dict[str, Any]:
-    created = outbound.create_sms(settings, db, user_id, to, text)
+    created = outbound.create_sms(settings, db, user_id, to, text, media, blobs)
     return store.get_message(db, user_id, created.message_id)
+
+
+def _media_uploads(raw: Any, settings: Any) -> list[outbound.MediaUpload]:
+    """The ``media`` member: a list of {content_type, data (base64), filename?}."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > outbound.MAX_MEDIA:
+        raise ApiProblem(400, f"media must be a list of at most {outbound.MAX_MEDIA} items")
+    policy = media_policy(settings)
+    uploads = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or set(item) - {"content_type", "data", "filename"}:
+            raise ApiProblem(400, f"media[{i}] must be an object with content_type, data, filename")
+        content_type, data, filename = (
+            item.get("content_type"),
+            item.get("data"),
+            item.get("filename"),
+        )
+        if not isinstance(content_type, str) or not policy.type_allowed(content_type):
+            raise ApiProblem(400, f"media[{i}].content_type is not a type that can be sent")
+        if filename is not None and (not isinstance(filename, str) or len(filename) > 255):
+            raise ApiProblem(400, f"media[{i}].filename must be a string of at most 255 characters")
+        if not isinstance(data, str):
+            raise ApiProblem(400, f"media[{i}].data must be base64 text")
+        try:
+            decoded = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            raise ApiProblem(400, f"media[{i}].data is not valid base64") from None
+        if not decoded:
+            raise ApiProblem(400, f"media[{i}].data is empty")
+        uploads.append(outbound.MediaUpload(content_type.lower(), filename, decoded))
+    return uploads
 
 
 async def send_message(request: web.Request) -> web.StreamResponse:
     """Send an SMS from the user's OptMsg number: stored as pending, answered 202,
     handed to the provider by a job; its status moves as the provider reports."""
-    body = await _json_object(request, ("to", "text"))
-    to_raw, text = body.get("to"), body.get("text")
+    body = await _json_object(request, ("to", "text", "media"))
+    to_raw, text = body.get("to"), body.get("text", "")
     if not isinstance(to_raw, str) or not to_raw.strip():
         raise ApiProblem(400, "to must be a phone number")
     if not isinstance(text, str):
@@ -489,6 +531,7 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     if not settings.bridges.twilio.enabled:
         return problem(409, "SMS sending is not enabled on this gateway")
+    media = _media_uploads(body.get("media"), settings)
     region = await _region(request)
     try:
         to = outbound.parse_recipient(to_raw, (region, settings.optin.default_region))
@@ -496,7 +539,15 @@ async def send_message(request: web.Request) -> web.StreamResponse:
         return problem(400, f"to: {exc.reason}")
     try:
         message = await _in_pool(
-            request, _create_and_read, settings, _db(request), request[USER_ID], to, text
+            request,
+            _create_and_read,
+            settings,
+            _db(request),
+            request.config_dict[BLOBS],
+            request[USER_ID],
+            to,
+            text,
+            media,
         )
     except SendRefused as exc:
         return problem(409, str(exc))

@@ -16,7 +16,7 @@ from bridges.dns import Resolver, SystemResolver
 from bridges.media import HostResolver
 from bridges.twilio import SignatureVerifier, TwilioBridge
 from config import Settings
-from gateway import api, health, webhooks
+from gateway import api, health, media_route, webhooks
 from gateway.jobs import Jobs
 from gateway.keys import (
     BLOBS,
@@ -34,6 +34,7 @@ from gateway.keys import (
 )
 from gateway.mail import run_mail
 from gateway.media_jobs import MediaAwareIngest, sweep_pending_media
+from gateway.media_urls import MEDIA_PATH
 from gateway.metrics import Metrics
 from gateway.outbound import SEND_SWEEP_GRACE_S, pending_sends
 from gateway.pipeline import IngestPipeline
@@ -251,5 +252,6 @@ def create_app(
         )
         app.router.add_post("/bridges/twilio/sms", webhooks.twilio_sms)
         app.router.add_post("/bridges/twilio/status", webhooks.twilio_status)
+        app.router.add_get(f"{MEDIA_PATH}/{{attachment_id}}", media_route.serve_outbound_media)
     app.add_subapp(api.API_PREFIX, api.api_app())
     return app

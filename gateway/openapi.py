@@ -137,7 +137,7 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "additionalProperties": False,
-                                    "required": ["to", "text"],
+                                    "required": ["to"],
                                     "properties": {
                                         "to": {
                                             "type": "string",
@@ -148,6 +148,31 @@ def openapi_document() -> dict[str, Any]:
                                             ),
                                         },
                                         "text": {"type": "string", "maxLength": 1600},
+                                        "media": {
+                                            "type": "array",
+                                            "maxItems": 10,
+                                            "description": (
+                                                "Makes it an MMS. Together at most "
+                                                "bridges.twilio.media_max_bytes, and the "
+                                                "whole body at most http.max_api_body_bytes"
+                                            ),
+                                            "items": {
+                                                "type": "object",
+                                                "additionalProperties": False,
+                                                "required": ["content_type", "data"],
+                                                "properties": {
+                                                    "content_type": {"type": "string"},
+                                                    "filename": {
+                                                        "type": "string",
+                                                        "maxLength": 255,
+                                                    },
+                                                    "data": {
+                                                        "type": "string",
+                                                        "contentEncoding": "base64",
+                                                    },
+                                                },
+                                            },
+                                        },
                                     },
                                 }
                             }

@@ -4,6 +4,8 @@ retries), and the delivery statuses Twilio calls back with."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -12,8 +14,10 @@ import sqlalchemy as sa
 from bridges.twilio import StatusUpdate
 from bridges.twilio_rest import SendFailed, SentMessage
 from config import Settings
+from gateway.media_urls import signed_url
 from inbox import outbound
 from inbox.addresses import E164, parse_phone
+from inbox.blobs import BlobStore
 from inbox.db import Database
 from inbox.errors import AddressError
 from inbox.models import messages_t
@@ -22,12 +26,19 @@ from optin.trust import Source, add_if_absent, lock_user
 log = logging.getLogger(__name__)
 
 STATUS_PATH = "/bridges/twilio/status"
-UNSUBSCRIBED = 21610  # Twilio: the recipient has replied STOP to this sender
+UNSUBSCRIBED = 21610
+MAX_MEDIA = 10  # Twilio's cap per message  # Twilio: the recipient has replied STOP to this sender
 
 
 class Sender(Protocol):
     def send(
-        self, *, from_: str, to: str, body: str, status_callback: str | None = None
+        self,
+        *,
+        from_: str,
+        to: str,
+        body: str,
+        status_callback: str | None = None,
+        media_urls: Sequence[str] = (),
     ) -> SentMessage: ...
 
 
@@ -44,14 +55,45 @@ def parse_recipient(text: str, regions: tuple[str, ...]) -> E164:
     raise first
 
 
+@dataclass(frozen=True, slots=True)
+class MediaUpload:
+    content_type: str
+    filename: str | None
+    data: bytes
+
+
 def create_sms(
-    settings: Settings, db: Database, user_id: str, to: E164, text: str
+    settings: Settings,
+    db: Database,
+    user_id: str,
+    to: E164,
+    text: str,
+    media: Sequence[MediaUpload] = (),
+    blobs: BlobStore | None = None,
 ) -> outbound.OutboundSms:
-    """Store the message to send (pending) and, when configured, trust the recipient:
-    the user wants their answers. Raises SendRefused, ValueError (empty/too long)."""
+    """Store the message to send (pending; an MMS with ``media``) and, when
+    configured, trust the recipient: the user wants their answers. Raises
+    SendRefused, ValueError (empty, too long, too many or too large media)."""
+    stored: list[outbound.OutboundMedia] = []
+    if media:
+        if blobs is None:
+            raise ValueError("media need a blob store")
+        if len(media) > MAX_MEDIA:
+            raise ValueError(f"at most {MAX_MEDIA} media per message")
+        total = sum(len(m.data) for m in media)
+        if total > settings.bridges.twilio.media_max_bytes:
+            raise ValueError(
+                f"the media are {total:,} bytes; at most "
+                f"{settings.bridges.twilio.media_max_bytes:,} per message"
+            )
+        for item in media:
+            digest = blobs.put(item.data)
+            stored.append(
+                outbound.OutboundMedia(item.content_type, item.filename, digest, len(item.data))
+            )
     with db.write.begin() as conn:
         lock_user(conn, user_id)
-        message = outbound.insert_outbound_sms(conn, user_id, to, text)
+        message = outbound.insert_outbound_sms(conn, user_id, to, text, stored)
         if settings.optin.auto_trust_sent_to:
             add_if_absent(conn, user_id, [to], Source.SENT_TO)
     return message
@@ -71,9 +113,15 @@ def deliver_sms(
     if message.status != outbound.PENDING or not message.external_id.startswith("pending:"):
         return message.status
     callback = settings.http.public_url.rstrip("/") + STATUS_PATH
+    with db.read.connect() as conn:
+        media_ids = outbound.outbound_media_ids(conn, message_id)
     try:
         sent = sender.send(
-            from_=message.sender, to=message.recipient, body=message.text, status_callback=callback
+            from_=message.sender,
+            to=message.recipient,
+            body=message.text,
+            status_callback=callback,
+            media_urls=[signed_url(settings, a) for a in media_ids],
         )
     except SendFailed as exc:
         if exc.retryable and not last_attempt:

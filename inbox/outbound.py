@@ -8,6 +8,7 @@ stored one (which also makes a repeated callback a no-op).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,7 +18,7 @@ from inbox.addresses import E164
 from inbox.errors import InboxError, NotFound
 from inbox.ids import new_id
 from inbox.message import Channel, Folder
-from inbox.models import messages_t, sms_opt_outs_t, user_addresses_t
+from inbox.models import attachments_t, messages_t, sms_opt_outs_t, user_addresses_t
 
 PENDING = "pending"
 FAILED = "failed"
@@ -77,10 +78,27 @@ def is_opted_out(conn: sa.Connection, user_id: str, address: str) -> bool:
     return found is not None
 
 
-def insert_outbound_sms(conn: sa.Connection, user_id: str, to: E164, text: str) -> OutboundSms:
-    """Create the pending outbound message (within the caller's transaction).
-    SendRefused when there is no number to send from or the recipient opted out."""
-    if not text.strip():
+@dataclass(frozen=True, slots=True)
+class OutboundMedia:
+    """A file to send with an MMS, already in the blob store."""
+
+    content_type: str
+    filename: str | None
+    sha256: str
+    size: int
+
+
+def insert_outbound_sms(
+    conn: sa.Connection,
+    user_id: str,
+    to: E164,
+    text: str,
+    media: Sequence[OutboundMedia] = (),
+) -> OutboundSms:
+    """Create the pending outbound message (within the caller's transaction); with
+    ``media`` it is an MMS. SendRefused when there is no number to send from or the
+    recipient opted out."""
+    if not text.strip() and not media:
         raise ValueError("the message is empty")
     if len(text) > MAX_SMS_TEXT:
         raise ValueError(f"an SMS is at most {MAX_SMS_TEXT} characters")
@@ -99,7 +117,7 @@ def insert_outbound_sms(conn: sa.Connection, user_id: str, to: E164, text: str) 
             bridge="twilio",
             external_id=external_id,
             direction="outbound",
-            channel=Channel.SMS.value,
+            channel=(Channel.MMS if media else Channel.SMS).value,
             folder=Folder.SENT.value,
             sender=sender,
             recipient=to,
@@ -112,7 +130,45 @@ def insert_outbound_sms(conn: sa.Connection, user_id: str, to: E164, text: str) 
             status=PENDING,
         )
     )
+    now = datetime.now(UTC)
+    for item in media:
+        conn.execute(
+            attachments_t.insert().values(
+                id=new_id("att"),
+                message_id=message_id,
+                user_id=user_id,
+                filename=item.filename,
+                content_type=item.content_type,
+                size=item.size,
+                status="stored",
+                sha256=item.sha256,
+                created_at=now,
+            )
+        )
     return OutboundSms(message_id, user_id, sender, to, text, PENDING, external_id)
+
+
+def outbound_media_ids(conn: sa.Connection, message_id: str) -> list[str]:
+    a = attachments_t.c
+    return list(
+        conn.execute(
+            sa.select(a.id).where(a.message_id == message_id, a.status == "stored").order_by(a.id)
+        ).scalars()
+    )
+
+
+def media_for_provider(conn: sa.Connection, attachment_id: str) -> tuple[str, str] | None:
+    """(content type, sha256) of a stored attachment of an outbound message, the only
+    kind served to the provider; None for anything else."""
+    a, m = attachments_t.c, messages_t.c
+    row = conn.execute(
+        sa.select(a.content_type, a.sha256)
+        .join(messages_t, m.id == a.message_id)
+        .where(a.id == attachment_id, a.status == "stored", m.direction == "outbound")
+    ).first()
+    if row is None or row.sha256 is None:
+        return None
+    return str(row.content_type), str(row.sha256)
 
 
 def get_outbound(conn: sa.Connection, message_id: str) -> OutboundSms:

@@ -240,3 +240,85 @@ async def test_the_send_job_is_idempotent(
         await asyncio.to_thread(deliver_sms, configured, db, sender, message_id, last_attempt=False)
     assert len(fake.created) == 1
     sender.close()
+
+
+# --- MMS: media served to Twilio from signed, expiring URLs -------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"picture" * 50
+
+
+async def send_mms(client: Client, token: str) -> Any:
+    import base64
+
+    media = [
+        {"content_type": "image/png", "filename": "p.png", "data": base64.b64encode(PNG).decode()}
+    ]
+    return await client.post(
+        "/api/v1/messages",
+        json={"to": FRIEND, "text": "look", "media": media},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def local_path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+async def test_an_mms_hands_twilio_a_signed_url_that_serves_the_media(
+    client: Client, token: str, fake: FakeTwilio
+) -> None:
+    resp = await send_mms(client, token)
+    assert resp.status == 202
+    created = await resp.json()
+    assert created["channel"] == "mms" and len(created["attachments"]) == 1
+    await until_status(client, token, created["id"], "queued")
+    (url,) = fake.created[0].form["MediaUrl"]
+    fetched = await client.get(local_path(url))  # as Twilio would, without a token
+    assert fetched.status == 200
+    assert await fetched.read() == PNG
+    assert fetched.headers["Content-Type"] == "image/png"
+    assert fetched.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_a_tampered_media_url_is_refused(
+    client: Client, token: str, fake: FakeTwilio
+) -> None:
+    created = await (await send_mms(client, token)).json()
+    await until_status(client, token, created["id"], "queued")
+    (url,) = fake.created[0].form["MediaUrl"]
+    tampered = url[:-1] + ("0" if url[-1] != "0" else "1")
+    assert (await client.get(local_path(tampered))).status == 403
+    unsigned = local_path(url).split("?")[0]
+    assert (await client.get(unsigned)).status == 403
+
+
+def test_a_media_url_expires(settings: Settings) -> None:
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    from gateway.media_urls import URL_TTL_S, signed_url, valid
+
+    url = signed_url(settings, "att_" + "0" * 32, now=time.time() - URL_TTL_S - 1)
+    query = parse_qs(urlsplit(url).query)
+    assert not valid(settings, "att_" + "0" * 32, query["expires"][0], query["signature"][0])
+
+
+async def test_media_of_a_type_that_cannot_be_sent_is_a_400(client: Client, token: str) -> None:
+    resp = await client.post(
+        "/api/v1/messages",
+        json={"to": FRIEND, "media": [{"content_type": "text/html", "data": "PGI+"}]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert resp.status == 400 and "content_type" in (await resp.json())["detail"]
+
+
+async def test_media_that_is_not_base64_is_a_400(client: Client, token: str) -> None:
+    resp = await client.post(
+        "/api/v1/messages",
+        json={"to": FRIEND, "media": [{"content_type": "image/png", "data": "not base64!"}]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert resp.status == 400 and "base64" in (await resp.json())["detail"]
