@@ -227,6 +227,7 @@ def create_app(
                             read_pool=pool,
                             resolver=dns,
                             runtime=runtime,
+                            metrics=app[METRICS],
                         )
                     )
                 yield

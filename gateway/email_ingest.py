@@ -27,6 +27,7 @@ from bridges.email_auth import (
 )
 from bridges.email_parse import MimeLimits, ParsedEmail, parse_email_bytes
 from bridges.errors import UnparseableEmail
+from gateway.metrics import Metrics
 from gateway.smtp import ReceivedEmail
 from inbox import raw_store
 from inbox.addresses import Address, EmailAddress, SenderId, parse_email
@@ -70,7 +71,9 @@ class EmailIngest:
         resolver: Resolver,
         authserv_id: str,
         limits: MimeLimits,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._db = db
         self._blobs = blobs
         self._spool = spool
@@ -149,7 +152,12 @@ class EmailIngest:
                 raw = await loop.run_in_executor(self._pool, raw_store.load, self._db, raw_id)
             prepared = await loop.run_in_executor(self._pool, self._prepare, raw)
             for inbound in prepared.inbounds:
-                await self._ingest(inbound)
+                result = await self._ingest(inbound)
+                if self._metrics is not None:
+                    # Blocked senders' mail is dropped silently: this count is its trace.
+                    self._metrics.count_inbound(
+                        inbound.bridge, result.outcome, duplicate=result.duplicate
+                    )
             await self._done.submit(
                 raw_store.Processed(
                     raw_id,

@@ -15,6 +15,7 @@ from bridges.email_parse import MimeLimits
 from config import Settings
 from gateway.email_ingest import EmailIngest
 from gateway.keys import Runtime
+from gateway.metrics import Metrics
 from gateway.smtp import SmtpLimits, start_smtp_server
 from inbox import raw_store, store
 from inbox.addresses import parse_email
@@ -51,6 +52,7 @@ async def run_mail(
     read_pool: ThreadPoolExecutor,
     resolver: Resolver,
     runtime: Runtime,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[None]:
     """Serve SMTP for as long as the context is open; on exit stop accepting, finish
     the messages in flight and commit the spool."""
@@ -84,6 +86,7 @@ async def run_mail(
         pool=work_pool,
         resolver=resolver,
         authserv_id=smtp.effective_authserv_id,
+        metrics=metrics,
         limits=MimeLimits(
             max_depth=smtp.max_mime_depth,
             max_parts=smtp.max_mime_parts,

@@ -312,3 +312,19 @@ async def test_every_pending_raw_mail_is_processed_at_start_not_just_one_page(
     assert raw_store.pending_ids(db) == []
     with db.read.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(messages_t)).scalar_one() == 620
+
+
+async def test_mail_from_a_blocked_sender_is_dropped_and_counted(mail: Mail) -> None:
+    from optin.decide import TrustVerdict
+
+    trust.add(mail.db, mail.user_id, EmailAddress(BANK), TrustVerdict.BLOCKED)
+    await mail.send_async(signed(message(), mail.keys))
+    deadline = asyncio.get_running_loop().time() + 10
+    metrics = ""
+    while asyncio.get_running_loop().time() < deadline:
+        metrics = await (await mail.client.get("/metrics")).text()
+        if 'outcome="dropped"' in metrics:
+            break
+        await asyncio.sleep(0.05)
+    assert 'optmsg_messages_total{bridge="email",outcome="dropped"} 1.0' in metrics
+    assert await mail.messages("inbox") == [] and await mail.messages("quarantine") == []
