@@ -85,15 +85,24 @@ def _pending(db: Database, message_id: str) -> tuple[list[tuple[str, str]], int]
     return pending, used
 
 
-def _mark(db: Database, attachment_id: str, **values: object) -> bool:
+def _mark_all(db: Database, updates: list[tuple[str, dict[str, object]]]) -> tuple[int, int]:
+    """Apply the new states (only to rows still pending); (stored, failed) counts."""
+    stored = failed = 0
+    if not updates:
+        return 0, 0
     a = attachments_t.c
     with db.write.begin() as conn:
-        changed = conn.execute(
-            attachments_t.update()
-            .where(a.id == attachment_id, a.status == _PENDING)
-            .values(**values)
-        ).rowcount
-    return bool(changed)
+        for attachment_id, values in updates:
+            changed = conn.execute(
+                attachments_t.update()
+                .where(a.id == attachment_id, a.status == _PENDING)
+                .values(**values)
+            ).rowcount
+            if changed and values["status"] == AttachmentStatus.STORED.value:
+                stored += 1
+            elif changed:
+                failed += 1
+    return stored, failed
 
 
 def fetch_message_media(
@@ -123,28 +132,30 @@ def fetch_message_media(
             resolver=resolver,
         )
     )
-    stored = failed = retry = 0
+    updates: list[tuple[str, dict[str, object]]] = []
+    retry = 0
     for (attachment_id, _), result in zip(pending, results, strict=True):
         if isinstance(result, Fetched):
             digest = blobs.put(result.data)
-            if _mark(
-                db,
-                attachment_id,
-                status=AttachmentStatus.STORED.value,
-                sha256=digest,
-                size=len(result.data),
-                content_type=result.content_type[:255],
-                error=None,
-            ):
-                stored += 1
+            values: dict[str, object] = {
+                "status": AttachmentStatus.STORED.value,
+                "sha256": digest,
+                "size": len(result.data),
+                "content_type": result.content_type[:255],
+                "error": None,
+            }
+            updates.append((attachment_id, values))
         elif isinstance(result, FetchFailed) and result.retryable and not last_attempt:
             retry += 1
         else:
-            if _mark(
-                db, attachment_id, status=AttachmentStatus.FAILED.value, error=result.reason[:500]
-            ):
-                failed += 1
+            failure: dict[str, object] = {
+                "status": AttachmentStatus.FAILED.value,
+                "error": result.reason[:500],
+            }
+            updates.append((attachment_id, failure))
             log.info("media refused for message %s: %s", message_id, result.reason)
+    # One transaction (one fsync) for all of the message's media, not one each.
+    stored, failed = _mark_all(db, updates)
     if retry:
         raise MediaRetry(f"{retry} media of message {message_id} to retry")
     if delete_media is not None and tw.media_delete_after_fetch:
