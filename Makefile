@@ -29,7 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/smtp.py
-	$(BIN)/python bench/optin.py
+	$(BIN)/python bench/trust_list.py
 	$(BIN)/python bench/mms.py
 
 lock: $(STAMP)

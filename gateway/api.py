@@ -6,14 +6,17 @@ import asyncio
 import base64
 import binascii
 import functools
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from aiohttp import web
 
+from bridges.sanitize import safe_filename
 from gateway import outbound
 from gateway.keys import BLOBS, DATABASE, JOBS, READ_POOL, SETTINGS
 from gateway.media_jobs import media_policy
@@ -99,6 +102,30 @@ def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return int(raw)
 
 
+def _etag_of(body: bytes) -> str:
+    """A strong validator of exactly these bytes (the JSON the response carries)."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def _not_modified(request: web.Request, etag: str) -> bool:
+    """True when If-None-Match names ``etag`` or is ``*``. RFC 9110 compares weakly
+    here, so ``W/"x"`` matches ``"x"``."""
+    tags = request.if_none_match
+    return tags is not None and any(t.value in (etag, "*") for t in tags)
+
+
+def _json_with_etag(request: web.Request, data: Any, *, conditional: bool = True) -> web.Response:
+    """``data`` as JSON with its ETag; 304 with no body when the client has it already."""
+    body = json.dumps(data).encode("utf-8")
+    etag = _etag_of(body)
+    if conditional and _not_modified(request, etag):
+        response = web.Response(status=304)
+    else:
+        response = web.Response(body=body, content_type="application/json")
+    response.etag = etag
+    return response
+
+
 async def list_messages(request: web.Request) -> web.StreamResponse:
     folder_raw = request.query.get("folder", "inbox")
     folder = next((f for f in store.VISIBLE_FOLDERS if f.value == folder_raw), None)
@@ -107,6 +134,7 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     limit = _query_int(request, "limit", 50, 1, store.MAX_PAGE)
     if limit is None:
         return problem(400, f"limit must be a whole number from 1 to {store.MAX_PAGE}")
+    unread = _query_bool(request, "unread", None)
     cursor = request.query.get("cursor") or None
     try:
         page = await _in_pool(
@@ -117,23 +145,124 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
             folder,
             limit=limit,
             cursor=cursor,
+            unread=unread,
         )
     except store.InvalidCursor as exc:
         return problem(400, str(exc))
-    return web.json_response({"items": page.items, "next": page.next})
+    return _json_with_etag(request, {"items": page.items, "next": page.next})
+
+
+def _message_id(request: web.Request) -> str:
+    message_id = request.match_info["message_id"]
+    if not looks_like_id("msg", message_id):
+        raise ApiProblem(404, "no such message")  # no query for what cannot be an id
+    return message_id
 
 
 async def get_message(request: web.Request) -> web.StreamResponse:
-    message_id = request.match_info["message_id"]
-    if not looks_like_id("msg", message_id):
-        return problem(404, "no such message")  # no query for what cannot be an id
+    message_id = _message_id(request)
     try:
         message = await _in_pool(
             request, store.get_message, request.config_dict[DATABASE], request[USER_ID], message_id
         )
     except NotFound:
         return problem(404, "no such message")
-    return web.json_response(message)
+    return _json_with_etag(request, message)
+
+
+async def patch_message(request: web.Request) -> web.StreamResponse:
+    """Mark a message read or unread: the body is ``{"read": true|false}``."""
+    body = await _json_object(request, ("read",))
+    read = body.get("read")
+    if not isinstance(read, bool):
+        raise ApiProblem(400, "read must be true or false")
+    message_id = _message_id(request)
+    try:
+        message = await _in_pool(
+            request, store.set_read, _db(request), request[USER_ID], message_id, read
+        )
+    except NotFound:
+        return problem(404, "no such message")
+    # The ETag of the new representation, so a client can revalidate it later.
+    return _json_with_etag(request, message, conditional=False)
+
+
+async def delete_message(request: web.Request) -> web.StreamResponse:
+    message_id = _message_id(request)
+    try:
+        await _in_pool(
+            request,
+            store.delete_message,
+            _db(request),
+            request.config_dict[BLOBS],
+            request[USER_ID],
+            message_id,
+        )
+    except NotFound:
+        return problem(404, "no such message")
+    return web.Response(status=204)
+
+
+# RFC 6838 type/subtype names, lower-cased; parameters are dropped.
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+# RFC 5987 attr-char minus ALPHA/DIGIT and what quote() never escapes ("-._~").
+_ATTR_CHAR_SAFE = "!#$&+^`|"
+
+
+def _download_type(stored: str) -> str:
+    """The stored media type when it is one, else application/octet-stream: it came
+    from a sender or a provider, and goes into a response header."""
+    media_type = stored.split(";", 1)[0].strip().lower()
+    return media_type if _MEDIA_TYPE.fullmatch(media_type) else "application/octet-stream"
+
+
+def _content_disposition(stored: str | None) -> str:
+    """``attachment``, with the sanitised stored name as an RFC 5987 ``filename*``
+    (UTF-8, percent-encoded: quotes, semicolons and non-ASCII cannot break out)."""
+    name = safe_filename(stored)
+    if not name:
+        return "attachment"
+    encoded = quote(name.encode("utf-8", "replace"), safe=_ATTR_CHAR_SAFE)
+    return f"attachment; filename*=UTF-8''{encoded}"
+
+
+async def download_attachment(request: web.Request) -> web.StreamResponse:
+    message_id = _message_id(request)
+    attachment_id = request.match_info["attachment_id"]
+    if not looks_like_id("att", attachment_id):
+        return problem(404, "no such attachment")
+    try:
+        found = await _in_pool(
+            request,
+            store.read_attachment,
+            _db(request),
+            request.config_dict[BLOBS],
+            request[USER_ID],
+            message_id,
+            attachment_id,
+            unless=[t.value for t in request.if_none_match or ()],
+        )
+    except NotFound:
+        return problem(404, "no such attachment")
+    except store.AttachmentUnavailable as exc:
+        return problem(409, str(exc))
+    except FileNotFoundError:
+        log.error("attachment %s is stored but its blob is missing", attachment_id)
+        return problem(500, "the attachment's content is missing")
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private"}
+    # Content-addressed and immutable: the digest is the validator.
+    if found.data is None:
+        response = web.Response(status=304, headers=headers)
+    else:
+        headers |= {
+            "Content-Type": _download_type(found.content_type),
+            "Content-Disposition": _content_disposition(found.filename),
+            # Opened in a tab anyway, an HTML or SVG attachment runs nothing on our origin.
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        }
+        response = web.Response(body=found.data, headers=headers)
+    response.etag = found.sha256
+    return response
 
 
 # --- request parsing ------------------------------------------------------------------
@@ -158,7 +287,7 @@ def _page_response(page: store.Page) -> web.Response:
     return web.json_response({"items": page.items, "next": page.next})
 
 
-def _query_bool(request: web.Request, name: str, default: bool) -> bool:
+def _query_bool(request: web.Request, name: str, default: T) -> bool | T:
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -571,6 +700,9 @@ def api_app() -> web.Application:
     api.router.add_get("/messages", list_messages)
     api.router.add_post("/messages", send_message)
     api.router.add_get("/messages/{message_id}", get_message)
+    api.router.add_patch("/messages/{message_id}", patch_message)
+    api.router.add_delete("/messages/{message_id}", delete_message)
+    api.router.add_get("/messages/{message_id}/attachments/{attachment_id}", download_attachment)
     api.router.add_get("/trusted-senders", list_trusted_senders)
     api.router.add_post("/trusted-senders", add_trusted_sender)
     api.router.add_delete("/trusted-senders/{address}", remove_trusted_sender)

@@ -9,6 +9,14 @@ from optin.screener import MAX_SENDERS
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _LIMIT = {"$ref": "#/components/parameters/Limit"}
 _CURSOR = {"$ref": "#/components/parameters/Cursor"}
+_IF_NONE_MATCH = {"$ref": "#/components/parameters/IfNoneMatch"}
+_MESSAGE_ID = {"$ref": "#/components/parameters/MessageId"}
+_NOT_MODIFIED = {"$ref": "#/components/responses/NotModified"}
+_ETAG = {"$ref": "#/components/headers/ETag"}
+_NO_MESSAGE = {
+    **_PROBLEM,
+    "description": "No such message: unknown, or another user's (the two are indistinguishable)",
+}
 
 
 def _ref(schema: str) -> dict[str, str]:
@@ -101,21 +109,34 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         {
+                            "name": "unread",
+                            "in": "query",
+                            "description": (
+                                "`true`: only unread messages; `false`: only read ones; "
+                                "absent: both. A cursor pages only the list it came from "
+                                "(same folder, same filter); another list's cursor is a 400"
+                            ),
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        },
+                        {
                             "name": "cursor",
                             "in": "query",
                             "description": "The `next` value of the previous page",
                             "schema": {"type": "string"},
                         },
+                        _IF_NONE_MATCH,
                     ],
                     "responses": {
                         "200": {
                             "description": "One page",
+                            "headers": {"ETag": _ETAG},
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/MessagePage"}
                                 }
                             },
                         },
+                        "304": _NOT_MODIFIED,
                         "400": _PROBLEM,
                         "401": _PROBLEM,
                     },
@@ -204,25 +225,129 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getMessage",
                     "summary": "One message of the authenticated user",
-                    "parameters": [
-                        {
-                            "name": "message_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
+                    "parameters": [_MESSAGE_ID, _IF_NONE_MATCH],
                     "responses": {
                         "200": {
                             "description": "The message",
+                            "headers": {"ETag": _ETAG},
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Message"}
                                 }
                             },
                         },
+                        "304": _NOT_MODIFIED,
                         "401": _PROBLEM,
-                        "404": _PROBLEM,
+                        "404": _NO_MESSAGE,
+                    },
+                },
+                "patch": {
+                    "operationId": "updateMessage",
+                    "summary": "Mark a message read or unread",
+                    "description": _BODY_RULES,
+                    "parameters": [_MESSAGE_ID],
+                    "requestBody": _json_body("MessageUpdate"),
+                    "responses": {
+                        "200": {
+                            **_json("The message, as it is now", "Message"),
+                            "headers": {"ETag": _ETAG},
+                        },
+                        "400": {
+                            **_PROBLEM,
+                            "description": (
+                                'The body is not `{"read": true}` or `{"read": false}`; '
+                                "the detail says why"
+                            ),
+                        },
+                        "401": _PROBLEM,
+                        "404": _NO_MESSAGE,
+                        "413": _TOO_LARGE_JSON,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteMessage",
+                    "summary": "Delete a message for good",
+                    "description": (
+                        "Deletes the message, its attachments (rows and stored files, "
+                        "unless another message has the very same file), and the raw "
+                        "email it was parsed from once no other message comes from it. "
+                        "There is no undo."
+                    ),
+                    "parameters": [_MESSAGE_ID],
+                    "responses": {
+                        "204": {"description": "Deleted"},
+                        "401": _PROBLEM,
+                        "404": {
+                            **_NO_MESSAGE,
+                            "description": (
+                                "No such message: unknown, another user's, or already deleted"
+                            ),
+                        },
+                    },
+                },
+            },
+            "/messages/{message_id}/attachments/{attachment_id}": {
+                "get": {
+                    "operationId": "downloadAttachment",
+                    "summary": "Download an attachment's content",
+                    "description": (
+                        "The bytes, as a download: `Content-Type` is the stored media type "
+                        "(`application/octet-stream` when it is not a valid one), and "
+                        "`Content-Disposition` is `attachment`, with the sanitised file "
+                        "name as an RFC 5987 `filename*` when there is one."
+                    ),
+                    "parameters": [
+                        _MESSAGE_ID,
+                        {
+                            "name": "attachment_id",
+                            "in": "path",
+                            "required": True,
+                            "description": "An `id` from the message's `attachments`",
+                            "schema": {"type": "string"},
+                        },
+                        _IF_NONE_MATCH,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The attachment's content",
+                            "headers": {
+                                "ETag": _ETAG,
+                                "Content-Disposition": {
+                                    "required": True,
+                                    "description": (
+                                        "`attachment`, or `attachment; filename*=UTF-8''"
+                                        "NAME` with NAME percent-encoded"
+                                    ),
+                                    "schema": {"type": "string"},
+                                },
+                                "X-Content-Type-Options": {
+                                    "required": True,
+                                    "schema": {"type": "string", "const": "nosniff"},
+                                },
+                                "Cache-Control": {
+                                    "required": True,
+                                    "schema": {"type": "string", "const": "private"},
+                                },
+                            },
+                            "content": {"*/*": {}},
+                        },
+                        "304": _NOT_MODIFIED,
+                        "401": _PROBLEM,
+                        "404": {
+                            **_PROBLEM,
+                            "description": (
+                                "No such attachment of this message, or the message is "
+                                "unknown or another user's"
+                            ),
+                        },
+                        "409": {
+                            **_PROBLEM,
+                            "description": (
+                                "The attachment has no content: its media is still being "
+                                "fetched (status `pending`, try again later) or could not "
+                                "be (status `failed`)"
+                            ),
+                        },
                     },
                 }
             },
@@ -502,6 +627,31 @@ def openapi_document() -> dict[str, Any]:
                     "description": "The `next` value of the previous page",
                     "schema": {"type": "string"},
                 },
+                "MessageId": {
+                    "name": "message_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+                "IfNoneMatch": {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "description": (
+                        "ETags the client has (weak or strong, compared weakly), or `*`: "
+                        "the answer is 304 with no body when the current one is among them"
+                    ),
+                    "schema": {"type": "string"},
+                },
+            },
+            "headers": {
+                "ETag": {
+                    "required": True,
+                    "description": (
+                        "A strong validator of this response: send it back in "
+                        "If-None-Match to get 304 while nothing changed"
+                    ),
+                    "schema": {"type": "string"},
+                }
             },
             "responses": {
                 "Problem": {
@@ -511,7 +661,14 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"$ref": "#/components/schemas/Problem"}
                         }
                     },
-                }
+                },
+                "NotModified": {
+                    "description": (
+                        "Not modified: If-None-Match named the current ETag. No body; "
+                        "the ETag header repeats it"
+                    ),
+                    "headers": {"ETag": _ETAG},
+                },
             },
             "schemas": {
                 "Problem": {
@@ -776,6 +933,12 @@ def openapi_document() -> dict[str, Any]:
                         "senders": {"type": "array", "items": {"type": "string"}},
                         "messages": {**_COUNT, "description": "Messages held again"},
                     },
+                },
+                "MessageUpdate": {
+                    "type": "object",
+                    "required": ["read"],
+                    "additionalProperties": False,
+                    "properties": {"read": {"type": "boolean"}},
                 },
                 "MessagePage": {
                     "type": "object",

@@ -11,23 +11,25 @@ import binascii
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from inbox import raw_store
 from inbox.addresses import E164, EmailAddress, region_of
 from inbox.blobs import BlobStore
 from inbox.db import Database
 from inbox.errors import Conflict, InboxError, NotFound
 from inbox.ids import new_id
-from inbox.message import Folder
+from inbox.message import AttachmentStatus, Folder
 from inbox.models import (
     api_tokens_t,
     attachments_t,
     messages_t,
+    raw_messages_t,
     user_addresses_t,
     users_t,
 )
@@ -70,6 +72,30 @@ class Page:
 
 class InvalidCursor(InboxError, ValueError):
     """Raised when a pagination cursor was not produced by this server for this query."""
+
+
+class AttachmentUnavailable(InboxError):
+    """The attachment exists but has no content to download: its media is still being
+    fetched (``pending``) or could not be (``failed``)."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        if status == AttachmentStatus.PENDING:
+            detail = "the attachment is still being fetched (status pending); try again later"
+        else:
+            detail = f"the attachment could not be fetched (status {status}); it has no content"
+        super().__init__(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentContent:
+    """A stored attachment's bytes (None when the client has them, see
+    :func:`read_attachment`) and the metadata it was stored with (unsanitised)."""
+
+    filename: str | None
+    content_type: str
+    sha256: str
+    data: bytes | None
 
 
 def _now() -> datetime:
@@ -349,43 +375,162 @@ def _attachments_for(
     return out
 
 
+def _list_kind(folder: Folder, unread: bool | None) -> str:
+    # The cursor names the list it pages: a folder, and the read filter if any (an
+    # unfiltered folder keeps its plain name, so cursors issued before stay valid).
+    if unread is None:
+        return str(folder)
+    return f"{folder}?unread={'true' if unread else 'false'}"
+
+
 def list_messages(
-    db: Database, user_id: str, folder: Folder, *, limit: int = 50, cursor: str | None = None
+    db: Database,
+    user_id: str,
+    folder: Folder,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    unread: bool | None = None,
 ) -> Page:
-    """Newest first. ``next`` is an opaque cursor for the following page, or None."""
+    """Newest first; only unread (``unread=True``) or read (``False``) messages when
+    asked. ``next`` is an opaque cursor for the following page of the same list, or None."""
     if folder not in VISIBLE_FOLDERS:
         raise NotFound(f"no folder {folder}")
     limit = max(1, min(limit, MAX_PAGE))
+    kind = _list_kind(folder, unread)
     stmt = (
         sa.select(*_MESSAGE_COLUMNS)
         .where(messages_t.c.user_id == user_id, messages_t.c.folder == str(folder))
         .order_by(messages_t.c.id.desc())
         .limit(limit + 1)
     )
+    if unread is not None:
+        stmt = stmt.where(messages_t.c.read == (not unread))
     if cursor:
-        stmt = stmt.where(messages_t.c.id < decode_cursor(cursor, str(folder)))
+        stmt = stmt.where(messages_t.c.id < decode_cursor(cursor, kind))
     with db.read.connect() as conn:
         rows = list(conn.execute(stmt))
         more = len(rows) > limit
         rows = rows[:limit]
         atts = _attachments_for(conn, [r.id for r in rows])
     items = [_message_json(r, atts[r.id]) for r in rows]
-    return Page(items=items, next=encode_cursor(str(folder), rows[-1].id) if more else None)
+    return Page(items=items, next=encode_cursor(kind, rows[-1].id) if more else None)
+
+
+def _visible_message(user_id: str, message_id: str) -> sa.ColumnElement[bool]:
+    """The user's message, unless it is in ``discarded`` (which no user operation sees)."""
+    return sa.and_(
+        messages_t.c.id == message_id,
+        messages_t.c.user_id == user_id,
+        messages_t.c.folder != str(Folder.DISCARDED),
+    )
+
+
+def _read_message(conn: sa.Connection, user_id: str, message_id: str) -> dict[str, Any]:
+    row = conn.execute(
+        sa.select(*_MESSAGE_COLUMNS).where(_visible_message(user_id, message_id))
+    ).first()
+    if row is None:
+        raise NotFound("no such message")
+    atts = _attachments_for(conn, [row.id])
+    return _message_json(row, atts[row.id])
 
 
 def get_message(db: Database, user_id: str, message_id: str) -> dict[str, Any]:
     with db.read.connect() as conn:
+        return _read_message(conn, user_id, message_id)
+
+
+def set_read(db: Database, user_id: str, message_id: str, read: bool) -> dict[str, Any]:
+    """Mark the message read or unread; returns it as :func:`get_message` does."""
+    with db.write.begin() as conn:
+        changed = conn.execute(
+            messages_t.update().where(_visible_message(user_id, message_id)).values(read=read)
+        ).rowcount
+        if not changed:
+            raise NotFound("no such message")
+        return _read_message(conn, user_id, message_id)
+
+
+def delete_message(db: Database, blobs: BlobStore, user_id: str, message_id: str) -> None:
+    """Delete the message, its attachment rows, the raw email it was parsed from once
+    no message is left of it, and then the blobs no attachment references any more."""
+    a = attachments_t.c
+    with db.write.begin() as conn:
         row = conn.execute(
-            sa.select(*_MESSAGE_COLUMNS).where(
-                messages_t.c.id == message_id,
-                messages_t.c.user_id == user_id,
-                messages_t.c.folder != str(Folder.DISCARDED),
-            )
+            sa.select(messages_t.c.raw_id).where(_visible_message(user_id, message_id))
         ).first()
         if row is None:
             raise NotFound("no such message")
-        atts = _attachments_for(conn, [row.id])
-    return _message_json(row, atts[row.id])
+        digests = set(
+            conn.execute(
+                sa.select(a.sha256).where(
+                    a.message_id == message_id, a.user_id == user_id, a.sha256.is_not(None)
+                )
+            ).scalars()
+        )
+        conn.execute(attachments_t.delete().where(a.message_id == message_id, a.user_id == user_id))
+        conn.execute(
+            messages_t.delete().where(
+                messages_t.c.id == message_id, messages_t.c.user_id == user_id
+            )
+        )
+        if row.raw_id is not None:
+            _delete_raw_if_unused(conn, row.raw_id)
+    # After the commit: a blob is deleted only once no committed row can point to it.
+    delete_unreferenced_blobs(db, blobs, digests)
+
+
+def _delete_raw_if_unused(conn: sa.Connection, raw_id: str) -> None:
+    # One email to several recipients is one raw row behind several messages (maybe of
+    # several users): it goes with the last of them. A pending row is still being
+    # parsed into messages, and stays.
+    raw = raw_messages_t.c
+    conn.execute(
+        raw_messages_t.delete().where(
+            raw.id == raw_id,
+            raw.state == raw_store.DONE,
+            ~sa.exists().where(messages_t.c.raw_id == raw_id),
+        )
+    )
+
+
+def read_attachment(
+    db: Database,
+    blobs: BlobStore,
+    user_id: str,
+    message_id: str,
+    attachment_id: str,
+    *,
+    unless: Collection[str] = (),
+) -> AttachmentContent:
+    """The content of one attachment of the user's message. NotFound when either is not
+    the user's, the attachment is not the message's, or the message is discarded;
+    AttachmentUnavailable when it has no content (pending or failed). The blob is not
+    read (``data`` is None) when its digest, or ``*``, is in ``unless`` (the client's
+    If-None-Match)."""
+    a = attachments_t.c
+    with db.read.connect() as conn:
+        row = conn.execute(
+            sa.select(a.filename, a.content_type, a.status, a.sha256)
+            .join_from(attachments_t, messages_t, a.message_id == messages_t.c.id)
+            .where(
+                a.id == attachment_id,
+                a.message_id == message_id,
+                a.user_id == user_id,
+                _visible_message(user_id, message_id),
+            )
+        ).first()
+    if row is None:
+        raise NotFound("no such attachment")
+    if row.status != AttachmentStatus.STORED or row.sha256 is None:
+        raise AttachmentUnavailable(str(row.status))
+    return AttachmentContent(
+        filename=row.filename,
+        content_type=row.content_type,
+        sha256=row.sha256,
+        data=None if row.sha256 in unless or "*" in unless else blobs.get(row.sha256),
+    )
 
 
 def owner_of_message(db: Database, message_id: str) -> str:

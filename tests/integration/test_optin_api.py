@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +29,7 @@ from inbox.errors import AddressError
 from optin import trust
 from tests.conftest import make_settings, twilio_form
 from tests.integration.helpers import make_user, message_rows, post_signed
+from tests.integration.openapi_check import check_response, template_for
 
 Client = TestClient[Any, Any]
 
@@ -38,82 +38,6 @@ BOB_NUMBER = "+14155550198"
 STRANGER = "+14155550111"
 OTHER = "+14155550112"
 API = "/api/v1"
-
-
-# --- a minimal JSON Schema checker for the subset the document uses ----------------------
-
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-
-
-def _resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        target: Any = doc
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
-def schema_errors(doc: dict[str, Any], schema: dict[str, Any], value: Any, at: str) -> list[str]:
-    schema = _resolve(doc, schema)
-    if "oneOf" in schema:
-        matching = [s for s in schema["oneOf"] if not schema_errors(doc, s, value, at)]
-        return [] if len(matching) == 1 else [f"{at}: matches {len(matching)} of oneOf"]
-    if "const" in schema and (value != schema["const"] or type(value) is not type(schema["const"])):
-        return [f"{at}: {value!r} is not {schema['const']!r}"]
-    types = schema.get("type")
-    if types is not None:
-        allowed = [types] if isinstance(types, str) else types
-        if not any(_TYPES[t](value) for t in allowed):
-            return [f"{at}: {value!r} is not of type {types}"]
-    errors: list[str] = []
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{at}: {value!r} not in {schema['enum']}")
-    if isinstance(value, dict):
-        errors += [f"{at}: missing {k!r}" for k in schema.get("required", []) if k not in value]
-        props = schema.get("properties", {})
-        if schema.get("additionalProperties") is False:
-            errors += [f"{at}: unexpected {k!r}" for k in value if k not in props]
-        for key, sub in props.items():
-            if key in value:
-                errors += schema_errors(doc, sub, value[key], f"{at}.{key}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append(f"{at}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append(f"{at}: more than {schema['maxItems']} items")
-        for i, item in enumerate(value):
-            errors += schema_errors(doc, schema.get("items", {}), item, f"{at}[{i}]")
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{at}: shorter than {schema['minLength']}")
-        if schema.get("format") == "date-time":
-            try:
-                datetime.fromisoformat(value)
-            except ValueError:
-                errors.append(f"{at}: {value!r} is not a date-time")
-    if _TYPES["integer"](value):
-        if value < schema.get("minimum", value):
-            errors.append(f"{at}: {value} below {schema['minimum']}")
-        if value > schema.get("maximum", value):
-            errors.append(f"{at}: {value} above {schema['maximum']}")
-    return errors
-
-
-def _template_for(doc: dict[str, Any], path: str) -> str:
-    for template in doc["paths"]:
-        pattern = "^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$"
-        if re.match(pattern, path):
-            return str(template)
-    raise AssertionError(f"{path} is not in the OpenAPI document")
 
 
 # --- the world: two users with tokens, a running app -------------------------------------
@@ -169,21 +93,9 @@ class World:
         return reply
 
     def _check(self, method: str, path: str, reply: Reply, raw: bytes) -> None:
-        template = _template_for(self.doc, path)
-        operation = self.doc["paths"][template].get(method)
-        assert operation is not None, f"{method.upper()} {template} is not documented"
-        documented = operation["responses"]
-        assert str(reply.status) in documented, (
-            f"{method.upper()} {template} answered {reply.status}, documented: {list(documented)}"
+        template = check_response(
+            self.doc, method, path, reply.status, reply.content_type, reply.body, raw
         )
-        response = _resolve(self.doc, documented[str(reply.status)])
-        content = response.get("content")
-        if content is None:
-            assert raw == b"", f"{reply.status} has a body the document does not describe"
-        else:
-            assert reply.content_type in content, f"{reply.content_type} not in {list(content)}"
-            errors = schema_errors(self.doc, content[reply.content_type]["schema"], reply.body, "$")
-            assert not errors, f"{method.upper()} {template} {reply.status}: {errors}"
         self.checked.add((method, template, reply.status))
 
     async def items(self, path: str, who: str = "ada") -> list[dict[str, Any]]:
@@ -930,5 +842,5 @@ async def test_responses_of_every_new_operation_match_the_document(held: World) 
     await held.call("POST", "/screener/block", json={"senders": [OTHER]})
     successes = {(m, t) for m, t, status in held.checked if status < 300}
     for method, path in NEW_OPERATIONS:
-        template = _template_for(held.doc, path)
+        template = template_for(held.doc, path)
         assert (method.lower(), template) in successes

@@ -16,7 +16,7 @@ One invocation, on SQLite files in a temp dir:
 Prints a table and appends a dated section to docs/benchmarks.md (unless --no-doc).
 Exit 3 with --strict when the Allow target is missed.
 
-Usage: .venv/bin/python bench/optin.py [--entries 10000] [--contacts 10000] [--held 10000]
+Usage: .venv/bin/python bench/trust_list.py [--entries 10000] [--contacts 10000] [--held 10000]
 """
 
 from __future__ import annotations
