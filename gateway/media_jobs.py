@@ -35,6 +35,7 @@ from inbox.blobs import BlobStore
 from inbox.db import Database
 from inbox.message import AttachmentStatus, Inbound, IngestResult
 from inbox.models import attachments_t
+from inbox.store import delete_unreferenced_blobs
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,12 @@ def _pending(db: Database, message_id: str) -> tuple[list[tuple[str, str]], int]
     return pending, used
 
 
-def _mark_all(db: Database, updates: list[tuple[str, dict[str, object]]]) -> tuple[int, int]:
+def _mark_all(
+    db: Database, blobs: BlobStore, updates: list[tuple[str, dict[str, object]]]
+) -> tuple[int, int]:
     """Apply the new states (only to rows still pending); (stored, failed) counts."""
     stored = failed = 0
+    orphans: set[str] = set()
     if not updates:
         return 0, 0
     a = attachments_t.c
@@ -102,6 +106,11 @@ def _mark_all(db: Database, updates: list[tuple[str, dict[str, object]]]) -> tup
                 stored += 1
             elif changed:
                 failed += 1
+            elif values.get("sha256"):
+                orphans.add(str(values["sha256"]))
+    # The message was deleted while its media were being fetched: the bytes just
+    # written belong to nobody (unless another attachment has the same content).
+    delete_unreferenced_blobs(db, blobs, orphans)
     return stored, failed
 
 
@@ -155,7 +164,7 @@ def fetch_message_media(
             updates.append((attachment_id, failure))
             log.info("media refused for message %s: %s", message_id, result.reason)
     # One transaction (one fsync) for all of the message's media, not one each.
-    stored, failed = _mark_all(db, updates)
+    stored, failed = _mark_all(db, blobs, updates)
     if retry:
         raise MediaRetry(f"{retry} media of message {message_id} to retry")
     if delete_media is not None and tw.media_delete_after_fetch:

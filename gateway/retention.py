@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from config import Settings
+from inbox import raw_store
 from inbox.blobs import BlobStore
 from inbox.db import Database
 from optin import screener
@@ -18,9 +19,10 @@ log = logging.getLogger(__name__)
 class RetentionResult:
     expired: int  # held messages older than quarantine_days
     purged: int  # blocked messages whose undo window passed
+    raw_deleted: int = 0  # processed raw emails no message refers to
 
     def as_json(self) -> dict[str, int]:
-        return {"expired": self.expired, "purged": self.purged}
+        return {"expired": self.expired, "purged": self.purged, "raw_deleted": self.raw_deleted}
 
 
 def run_retention(
@@ -32,6 +34,14 @@ def run_retention(
     purged = screener.purge_decisions(
         db, blobs, window_seconds=settings.optin.undo_seconds, now=now
     )
-    if expired or purged:
-        log.info("retention: %d held messages expired, %d blocked messages purged", expired, purged)
-    return RetentionResult(expired, purged)
+    with db.write.begin() as conn:
+        raw = raw_store.delete_unreferenced(conn)
+    if expired or purged or raw:
+        log.info(
+            "retention: %d held messages expired, %d blocked messages purged, "
+            "%d raw emails no message refers to deleted",
+            expired,
+            purged,
+            raw,
+        )
+    return RetentionResult(expired, purged, raw)

@@ -70,6 +70,8 @@ class Message(SQLModel, table=True):
         # finds held messages by age across all users.
         sa.Index("ix_messages_user_folder_sender_id", "user_id", "folder", "sender", "id"),
         sa.Index("ix_messages_folder_received_at", "folder", "received_at"),
+        # Retention deletes raw emails no message refers to.
+        sa.Index("ix_messages_raw_id", "raw_id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)

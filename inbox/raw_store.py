@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from inbox.db import Database
 from inbox.errors import NotFound
 from inbox.ids import new_id
-from inbox.models import raw_messages_t
+from inbox.models import messages_t, raw_messages_t
 
 PENDING = "pending"
 DONE = "done"
@@ -143,3 +143,16 @@ def as_eml(raw: RawEmail, auth_results: str | None) -> bytes:
     if not auth_results:
         return raw.data
     return b"Authentication-Results: " + auth_results.encode("utf-8") + b"\r\n" + raw.data
+
+
+def delete_unreferenced(conn: sa.Connection) -> int:
+    """Delete processed raw emails that no stored message refers to any more: their
+    messages were deleted (by the user, by expiry, with the account) or never stored
+    (a blocked sender's mail). A raw email is kept only for export of its messages.
+    Pending rows are never touched: they are the spool of mail not yet processed."""
+    referenced = sa.select(messages_t.c.id).where(messages_t.c.raw_id == raw_messages_t.c.id)
+    return int(
+        conn.execute(
+            raw_messages_t.delete().where(raw_messages_t.c.state == DONE, ~sa.exists(referenced))
+        ).rowcount
+    )

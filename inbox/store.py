@@ -214,6 +214,9 @@ def delete_user(db: Database, blobs: BlobStore, user_id: str) -> None:
             ).scalars()
         )
         conn.execute(users_t.delete().where(users_t.c.id == user_id))
+        # The raw emails of their (now deleted) messages go too, unless another
+        # user's message still refers to one.
+        raw_store.delete_unreferenced(conn)
     delete_unreferenced_blobs(db, blobs, digests)
 
 

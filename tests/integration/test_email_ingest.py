@@ -328,3 +328,53 @@ async def test_mail_from_a_blocked_sender_is_dropped_and_counted(mail: Mail) -> 
         await asyncio.sleep(0.05)
     assert 'optmsg_messages_total{bridge="email",outcome="dropped"} 1.0' in metrics
     assert await mail.messages("inbox") == [] and await mail.messages("quarantine") == []
+
+
+def _raw_count(db: Database) -> int:
+    with db.read.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(raw_messages_t)).scalar_one()
+        )
+
+
+async def test_deleting_the_account_deletes_its_raw_emails(mail: Mail, settings: Settings) -> None:
+    from inbox.blobs import DirectoryBlobStore
+
+    await mail.send_async(signed(message(), mail.keys))
+    await mail.wait_for(1)
+    assert _raw_count(mail.db) == 1
+    store.delete_user(mail.db, DirectoryBlobStore(settings.storage.blob_dir), mail.user_id)
+    assert _raw_count(mail.db) == 0
+
+
+async def test_retention_deletes_raw_emails_no_message_refers_to(
+    mail: Mail, settings: Settings
+) -> None:
+    from optin.decide import TrustVerdict
+
+    trust.add(mail.db, mail.user_id, EmailAddress(BANK), TrustVerdict.BLOCKED)
+    await mail.send_async(signed(message(), mail.keys))  # dropped: no message row
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        with mail.db.read.connect() as conn:
+            states = list(conn.execute(sa.select(raw_messages_t.c.state)).scalars())
+        if states == ["done"]:
+            break
+        await asyncio.sleep(0.05)
+    from gateway.retention import run_retention
+    from inbox.blobs import DirectoryBlobStore
+
+    result = run_retention(settings, mail.db, DirectoryBlobStore(settings.storage.blob_dir))
+    assert result.raw_deleted == 1 and _raw_count(mail.db) == 0
+
+
+async def test_retention_keeps_raw_emails_of_stored_messages(
+    mail: Mail, settings: Settings
+) -> None:
+    from gateway.retention import run_retention
+    from inbox.blobs import DirectoryBlobStore
+
+    await mail.send_async(signed(message(), mail.keys))
+    await mail.wait_for(1)
+    run_retention(settings, mail.db, DirectoryBlobStore(settings.storage.blob_dir))
+    assert _raw_count(mail.db) == 1

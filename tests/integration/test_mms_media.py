@@ -19,6 +19,7 @@ from config import Settings
 from gateway.app import create_app
 from gateway.jobs import Jobs
 from gateway.media_jobs import fetch_message_media, sweep_pending_media
+from inbox import store
 from inbox.blobs import DirectoryBlobStore
 from inbox.db import Database
 from inbox.models import attachments_t
@@ -340,3 +341,43 @@ async def test_media_stay_on_twilio_by_default(
         assert row.status == "stored"
         await asyncio.sleep(0.2)
         assert twilio_api.deleted_media == [] and twilio_api.requests == 0
+
+
+async def test_media_of_a_message_deleted_during_the_fetch_leave_no_blob(
+    settings: Settings, db: Database, aiohttp_server: Any
+) -> None:
+    from aiohttp import web
+
+    from inbox.message import Channel, Inbound, InboundAttachment
+    from tests.integration.helpers import inbound, run_batch
+
+    user_id = make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
+    message_ids: list[str] = []
+    content = b"\xff\xd8\xff" + b"deleted meanwhile" * 20
+
+    async def media(request: web.Request) -> web.Response:
+        # The user deletes the message while its media are on the way.
+        blobs = DirectoryBlobStore(settings.storage.blob_dir)
+        await asyncio.to_thread(store.delete_message, db, blobs, user_id, message_ids[0])
+        return web.Response(body=content, content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/m", media)
+    server = await aiohttp_server(app)
+    base = inbound("MMdeleted", to=USER_NUMBER)
+    mms_in = Inbound(
+        bridge=base.bridge, external_id=base.external_id, channel=Channel.MMS,
+        sender=base.sender, recipient=base.recipient, text="x", received_at=base.received_at,
+        attachments=(InboundAttachment(content_type="image/jpeg",
+                                       remote_url=f"http://127.0.0.1:{server.port}/m"),),
+    )  # fmt: skip
+    (result,) = run_batch(db, [mms_in])
+    assert result.message_id is not None
+    message_ids.append(result.message_id)
+    configured = media_settings(settings, media_hosts=["127.0.0.1"])
+    blobs = DirectoryBlobStore(settings.storage.blob_dir)
+    outcome = await asyncio.to_thread(
+        fetch_message_media, configured, db, blobs, result.message_id, last_attempt=True
+    )
+    assert outcome.stored == 0
+    assert not blobs.exists(hashlib.sha256(content).hexdigest())
