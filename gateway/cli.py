@@ -75,6 +75,18 @@ def _phone(value: str, region: str, arg: str) -> str:
         raise UsageError(f"{arg}: {value!r} is not a usable phone number: {exc.reason}") from None
 
 
+def _all_pages(fetch: Callable[[str | None], store.Page]) -> list[dict[str, Any]]:
+    """Every item of a paged list (an operator's listing prints it whole)."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        items.extend(page.items)
+        if page.next is None:
+            return items
+        cursor = page.next
+
+
 # --- commands ----------------------------------------------------------------------------
 
 
@@ -257,16 +269,11 @@ def cmd_optin_list(args: argparse.Namespace) -> int:
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     with _session(args) as (_, db):
         store.get_user(db, args.user_id)
-        items: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            page = store.list_messages(
+        items = _all_pages(
+            lambda cursor: store.list_messages(
                 db, args.user_id, Folder.QUARANTINE, limit=store.MAX_PAGE, cursor=cursor
             )
-            items.extend(page.items)
-            if page.next is None:
-                break
-            cursor = page.next
+        )
     _print(
         args,
         {"items": items, "next": None},
@@ -310,10 +317,8 @@ def cmd_quarantine_deny(args: argparse.Namespace) -> int:
 def cmd_quarantine_senders(args: argparse.Namespace) -> int:
     with _session(args) as (settings, db):
         region = _region(settings, db, args.user_id)
-        items: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            page = screener.cards(
+        items = _all_pages(
+            lambda cursor: screener.cards(
                 db,
                 args.user_id,
                 region=region,
@@ -321,10 +326,7 @@ def cmd_quarantine_senders(args: argparse.Namespace) -> int:
                 limit=store.MAX_PAGE,
                 cursor=cursor,
             )
-            items.extend(page.items)
-            if page.next is None:
-                break
-            cursor = page.next
+        )
     _print(
         args,
         {"items": items, "next": None},
@@ -434,14 +436,11 @@ def cmd_contacts_import(args: argparse.Namespace) -> int:
 def cmd_contacts_list(args: argparse.Namespace) -> int:
     with _session(args) as (_, db):
         store.get_user(db, args.user_id)
-        items: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            page = address_book.list_page(db, args.user_id, limit=store.MAX_PAGE, cursor=cursor)
-            items.extend(page.items)
-            if page.next is None:
-                break
-            cursor = page.next
+        items = _all_pages(
+            lambda cursor: address_book.list_page(
+                db, args.user_id, limit=store.MAX_PAGE, cursor=cursor
+            )
+        )
     _print(
         args,
         {"items": items, "next": None},

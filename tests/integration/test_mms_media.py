@@ -5,8 +5,8 @@ the blob store, and the attachment rows' states."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,10 +22,11 @@ from gateway.media_jobs import fetch_message_media, sweep_pending_media
 from inbox import store
 from inbox.blobs import DirectoryBlobStore
 from inbox.db import Database
+from inbox.message import Channel, InboundAttachment
 from inbox.models import attachments_t
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, missing_service, twilio_form
 from tests.fakes.media_server import MediaServer, media_bytes
-from tests.integration.helpers import make_user, message_rows, post_signed
+from tests.integration.helpers import inbound, make_user, message_rows, post_signed, run_batch
 
 USER_NUMBER = "+14155550199"
 Client = TestClient[Any, Any]
@@ -71,6 +72,15 @@ def mms(urls: list[str], types: list[str] | None = None) -> dict[str, str]:
         extra[f"MediaUrl{i}"] = url
         extra[f"MediaContentType{i}"] = (types or ["image/jpeg"] * len(urls))[i]
     return twilio_form(body="look", **extra)
+
+
+def stored_mms(db: Database, sid: str, *urls: str) -> str:
+    """An MMS ingested through the pipeline with pending media; its message id."""
+    base = inbound(sid, to=USER_NUMBER)
+    media = tuple(InboundAttachment(content_type="image/jpeg", remote_url=u) for u in urls)
+    (result,) = run_batch(db, [dataclasses.replace(base, channel=Channel.MMS, attachments=media)])
+    assert result.message_id is not None
+    return result.message_id
 
 
 def attachment_rows(db: Database) -> list[Any]:
@@ -172,28 +182,15 @@ async def test_retryable_failures_are_retried_then_marked_failed(
 ) -> None:
     # The job function itself: on a 503 it asks to be retried, until the last attempt.
     from gateway.media_jobs import MediaRetry
-    from inbox.message import Channel, Inbound, InboundAttachment
-    from tests.integration.helpers import inbound, run_batch
 
     make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
-    base = inbound("SMmedia1")
-    with_media = Inbound(
-        **{
-            **{f: getattr(base, f) for f in base.__dataclass_fields__},
-            "channel": Channel.MMS,
-            "attachments": (
-                InboundAttachment(content_type="image/jpeg", remote_url=api.url("/status/503")),
-            ),
-        }
-    )
-    (result,) = run_batch(db, [with_media])
-    assert result.message_id is not None
+    message_id = stored_mms(db, "SMmedia1", api.url("/status/503"))
     blobs = DirectoryBlobStore(settings.storage.blob_dir)
     configured = media_settings(settings)
 
     def run(last: bool) -> Any:
         return fetch_message_media(
-            configured, db, blobs, result.message_id or "", last_attempt=last, resolver=resolver
+            configured, db, blobs, message_id, last_attempt=last, resolver=resolver
         )
 
     with pytest.raises(MediaRetry):
@@ -235,25 +232,13 @@ class _Recorder:
 async def test_the_sweeper_finds_media_whose_job_was_lost(
     settings: Settings, db: Database, api: MediaServer
 ) -> None:
-    from inbox.message import Channel, Inbound, InboundAttachment
-    from tests.integration.helpers import inbound, run_batch
 
     make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
-    base = inbound("SMlost")
-    lost = Inbound(
-        **{
-            **{f: getattr(base, f) for f in base.__dataclass_fields__},
-            "channel": Channel.MMS,
-            "attachments": (
-                InboundAttachment(content_type="image/jpeg", remote_url=api.url("/media/1")),
-            ),
-        }
-    )
-    (result,) = run_batch(db, [lost])
+    message_id = stored_mms(db, "SMlost", api.url("/media/1"))
     recorder = _Recorder()
     assert sweep_pending_media(db, recorder, older_than_s=3600) == 0  # not overdue yet
     assert sweep_pending_media(db, recorder, older_than_s=0) == 1
-    assert recorder.enqueued == [result.message_id]
+    assert recorder.enqueued == [message_id]
 
 
 async def test_media_jobs_run_through_redis(
@@ -265,21 +250,9 @@ async def test_media_jobs_run_through_redis(
         redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
     except redis.RedisError:
         missing_service("Redis", "no Redis at 127.0.0.1:6379")
-    from inbox.message import Channel, Inbound, InboundAttachment
-    from tests.integration.helpers import inbound, run_batch
 
     make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
-    base = inbound("SMredis" + threading.current_thread().name[-4:])
-    with_media = Inbound(
-        **{
-            **{f: getattr(base, f) for f in base.__dataclass_fields__},
-            "channel": Channel.MMS,
-            "attachments": (
-                InboundAttachment(content_type="image/jpeg", remote_url=api.url("/media/7")),
-            ),
-        }
-    )
-    (result,) = run_batch(db, [with_media])
+    message_id = stored_mms(db, "SMredis", api.url("/media/7"))
     configured = media_settings(settings).model_copy(
         update={"redis": settings.redis.model_copy(update={"url": "redis://127.0.0.1:6379/0"})}
     )
@@ -287,7 +260,7 @@ async def test_media_jobs_run_through_redis(
     producer = Jobs(configured, db, blobs, media_resolver=resolver)
     consumer = Jobs(configured, db, blobs, media_resolver=resolver)
     try:
-        producer.enqueue_media(result.message_id or "")
+        producer.enqueue_media(message_id)
         consumer.start_worker()
         (row,) = await settled(db, 1)
         assert row.status == "stored"
@@ -348,9 +321,6 @@ async def test_media_of_a_message_deleted_during_the_fetch_leave_no_blob(
 ) -> None:
     from aiohttp import web
 
-    from inbox.message import Channel, Inbound, InboundAttachment
-    from tests.integration.helpers import inbound, run_batch
-
     user_id = make_user(db, phone="+442079460958", sms_number=USER_NUMBER)
     message_ids: list[str] = []
     content = b"\xff\xd8\xff" + b"deleted meanwhile" * 20
@@ -364,20 +334,11 @@ async def test_media_of_a_message_deleted_during_the_fetch_leave_no_blob(
     app = web.Application()
     app.router.add_get("/m", media)
     server = await aiohttp_server(app)
-    base = inbound("MMdeleted", to=USER_NUMBER)
-    mms_in = Inbound(
-        bridge=base.bridge, external_id=base.external_id, channel=Channel.MMS,
-        sender=base.sender, recipient=base.recipient, text="x", received_at=base.received_at,
-        attachments=(InboundAttachment(content_type="image/jpeg",
-                                       remote_url=f"http://127.0.0.1:{server.port}/m"),),
-    )  # fmt: skip
-    (result,) = run_batch(db, [mms_in])
-    assert result.message_id is not None
-    message_ids.append(result.message_id)
+    message_ids.append(stored_mms(db, "MMdeleted", f"http://127.0.0.1:{server.port}/m"))
     configured = media_settings(settings, media_hosts=["127.0.0.1"])
     blobs = DirectoryBlobStore(settings.storage.blob_dir)
     outcome = await asyncio.to_thread(
-        fetch_message_media, configured, db, blobs, result.message_id, last_attempt=True
+        fetch_message_media, configured, db, blobs, message_ids[0], last_attempt=True
     )
     assert outcome.stored == 0
     assert not blobs.exists(hashlib.sha256(content).hexdigest())
