@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from aiohttp.test_utils import TestClient
+from multidict import CIMultiDictProxy
 
 _TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
@@ -136,3 +140,51 @@ def check_response(
             errors = schema_errors(doc, header.get("schema", {}), headers[name], name)
             assert not errors, f"{method.upper()} {template} {status}: {errors}"
     return template
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    content_type: str
+    headers: CIMultiDictProxy[str]
+    body: Any
+    raw: bytes
+    template: str
+
+
+async def checked_call(
+    client: TestClient[Any, Any],
+    doc: dict[str, Any],
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    json: Any = None,
+    data: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """One request to ``/api/v1`` + ``path``, its reply checked against ``doc``."""
+    all_headers = dict(headers or {})
+    if token is not None:
+        all_headers["Authorization"] = f"Bearer {token}"
+    kwargs: dict[str, Any] = {"headers": all_headers}
+    if json is not None:
+        kwargs["json"] = json
+    if data is not None:
+        kwargs["data"] = data
+    resp = await client.request(method, "/api/v1" + path, **kwargs)
+    raw = await resp.read()
+    body: Any = None
+    if resp.content_type in ("application/json", "application/problem+json") and raw:
+        body = await resp.json(content_type=None)
+    template = check_response(
+        doc,
+        method.lower(),
+        path.split("?", 1)[0],
+        resp.status,
+        resp.content_type,
+        body,
+        raw,
+        resp.headers,
+    )
+    return Reply(resp.status, resp.content_type, resp.headers, body, raw, template)

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
-from multidict import CIMultiDictProxy
 
 from config import Settings
 from gateway.app import create_app
@@ -32,7 +31,7 @@ from inbox.db import Database
 from inbox.message import Channel, Inbound, InboundAttachment
 from inbox.models import attachments_t, messages_t, raw_messages_t
 from tests.integration.helpers import make_user, run_batch, trust_sender
-from tests.integration.openapi_check import check_response
+from tests.integration.openapi_check import Reply, checked_call
 
 Client = TestClient[Any, Any]
 
@@ -42,15 +41,6 @@ FRIEND = "+14155550100"  # trusted by both: their messages land in the inbox
 API = "/api/v1"
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"a photo of a cat" * 64
 MEDIA_URL = "https://api.twilio.com/2010-04-01/Accounts/AC0/Messages/MM0/Media/ME0"
-
-
-@dataclass
-class Reply:
-    status: int
-    content_type: str
-    headers: CIMultiDictProxy[str]
-    body: Any
-    raw: bytes
 
 
 @dataclass
@@ -75,33 +65,11 @@ class World:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         """One request to the API as ``who``; the reply is checked against the document."""
-        all_headers = dict(headers or {})
         if token is None and who is not None:
             token = self.tokens[who]
-        if token is not None:
-            all_headers["Authorization"] = f"Bearer {token}"
-        kwargs: dict[str, Any] = {"headers": all_headers}
-        if json is not None:
-            kwargs["json"] = json
-        if data is not None:
-            kwargs["data"] = data
-        resp = await self.client.request(method, API + path, **kwargs)
-        raw = await resp.read()
-        body: Any = None
-        if resp.content_type in ("application/json", "application/problem+json") and raw:
-            body = await resp.json(content_type=None)
-        reply = Reply(resp.status, resp.content_type, resp.headers, body, raw)
-        check_response(
-            self.doc,
-            method,
-            path.split("?", 1)[0],
-            reply.status,
-            reply.content_type,
-            reply.body,
-            raw,
-            resp.headers,
+        return await checked_call(
+            self.client, self.doc, method, path, token=token, json=json, data=data, headers=headers
         )
-        return reply
 
     def receive(
         self,

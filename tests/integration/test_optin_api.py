@@ -29,7 +29,7 @@ from inbox.errors import AddressError
 from optin import trust
 from tests.conftest import make_settings, twilio_form
 from tests.integration.helpers import make_user, message_rows, post_signed
-from tests.integration.openapi_check import check_response, template_for
+from tests.integration.openapi_check import Reply, checked_call, template_for
 
 Client = TestClient[Any, Any]
 
@@ -41,14 +41,6 @@ API = "/api/v1"
 
 
 # --- the world: two users with tokens, a running app -------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    content_type: str
-    headers: dict[str, str]
-    body: Any
 
 
 @dataclass
@@ -73,30 +65,13 @@ class World:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         """One request to the API as ``who``; the reply is checked against the document."""
-        all_headers = dict(headers or {})
         if token is None and who is not None:
             token = self.tokens[who]
-        if token is not None:
-            all_headers["Authorization"] = f"Bearer {token}"
-        kwargs: dict[str, Any] = {"headers": all_headers}
-        if json is not None:
-            kwargs["json"] = json
-        if data is not None:
-            kwargs["data"] = data
-        resp = await self.client.request(method, API + path, **kwargs)
-        raw = await resp.read()
-        body: Any = None
-        if resp.content_type in ("application/json", "application/problem+json"):
-            body = await resp.json(content_type=None)
-        reply = Reply(resp.status, resp.content_type, dict(resp.headers), body)
-        self._check(method.lower(), path.split("?", 1)[0], reply, raw)
-        return reply
-
-    def _check(self, method: str, path: str, reply: Reply, raw: bytes) -> None:
-        template = check_response(
-            self.doc, method, path, reply.status, reply.content_type, reply.body, raw
+        reply = await checked_call(
+            self.client, self.doc, method, path, token=token, json=json, data=data, headers=headers
         )
-        self.checked.add((method, template, reply.status))
+        self.checked.add((method.lower(), reply.template, reply.status))
+        return reply
 
     async def items(self, path: str, who: str = "ada") -> list[dict[str, Any]]:
         """Every item of a list, following ``next`` to the end."""
