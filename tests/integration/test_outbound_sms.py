@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -157,6 +158,36 @@ async def test_sending_needs_a_token(client: Client) -> None:
 # --- the job, step by step ----------------------------------------------------------
 
 
+@dataclass
+class SendJob:
+    """A pending message and the job's pieces: run() is one attempt of the send job."""
+
+    settings: Settings
+    db: Database
+    sender: TwilioSender
+    message_id: str
+
+    async def run(self, *, last_attempt: bool = False) -> str:
+        return await asyncio.to_thread(
+            deliver_sms,
+            self.settings,
+            self.db,
+            self.sender,
+            self.message_id,
+            last_attempt=last_attempt,
+        )
+
+
+@pytest.fixture
+async def job(
+    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+) -> AsyncIterator[SendJob]:
+    configured = with_fake(settings, fake)
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
+    yield SendJob(configured, db, sender, await _pending(configured, db, user_id))
+    sender.close()
+
+
 async def _pending(settings: Settings, db: Database, user_id: str) -> str:
     from gateway.outbound import create_sms
     from inbox.addresses import E164
@@ -164,82 +195,49 @@ async def _pending(settings: Settings, db: Database, user_id: str) -> str:
     return create_sms(settings, db, user_id, E164(FRIEND), "hello").message_id
 
 
-async def test_a_5xx_is_retried_and_then_succeeds(
-    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
-) -> None:
+async def test_a_5xx_is_retried_and_then_succeeds(job: SendJob, fake: FakeTwilio) -> None:
     from gateway.outbound import SendRetry
 
-    configured = with_fake(settings, fake)
-    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
-    message_id = await _pending(configured, db, user_id)
     fake.fail_next(500)
     with pytest.raises(SendRetry):
-        await asyncio.to_thread(deliver_sms, configured, db, sender, message_id, last_attempt=False)
-    status = await asyncio.to_thread(
-        deliver_sms, configured, db, sender, message_id, last_attempt=False
-    )
-    assert status == "queued" and len(fake.created) == 1
-    sender.close()
+        await job.run()
+    assert await job.run() == "queued" and len(fake.created) == 1
 
 
 async def test_a_4xx_is_not_retried_and_fails_with_twilios_error(
-    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+    job: SendJob, fake: FakeTwilio, user_id: str
 ) -> None:
-    configured = with_fake(settings, fake)
-    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
-    message_id = await _pending(configured, db, user_id)
     fake.fail_next(400, code=21211, message="The 'To' number is not a valid phone number.")
-    status = await asyncio.to_thread(
-        deliver_sms, configured, db, sender, message_id, last_attempt=False
-    )
-    assert status == "failed"
-    found = store.get_message(db, user_id, message_id)
+    assert await job.run() == "failed"
+    found = store.get_message(job.db, user_id, job.message_id)
     assert (found["status"], found["error_code"]) == ("failed", 21211)
     assert "not a valid phone number" in found["reason"]
-    sender.close()
 
 
 async def test_error_21610_fails_the_message_and_records_the_opt_out(
-    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+    job: SendJob, fake: FakeTwilio, user_id: str
 ) -> None:
     from gateway.outbound import create_sms
     from inbox.addresses import E164
 
-    configured = with_fake(settings, fake)
-    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
-    message_id = await _pending(configured, db, user_id)
     fake.fail_next(400, code=21610, message="Attempt to send to unsubscribed recipient")
-    await asyncio.to_thread(deliver_sms, configured, db, sender, message_id, last_attempt=False)
+    await job.run()
     with pytest.raises(SendRefused):
-        create_sms(configured, db, user_id, E164(FRIEND), "again")
-    sender.close()
+        create_sms(job.settings, job.db, user_id, E164(FRIEND), "again")
 
 
 async def test_exhausted_retries_mark_the_message_failed(
-    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
+    job: SendJob, fake: FakeTwilio, user_id: str
 ) -> None:
-    configured = with_fake(settings, fake)
-    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
-    message_id = await _pending(configured, db, user_id)
     fake.fail_next(503)
-    status = await asyncio.to_thread(
-        deliver_sms, configured, db, sender, message_id, last_attempt=True
-    )
-    assert status == "failed"
-    assert store.get_message(db, user_id, message_id)["status"] == "failed"
-    sender.close()
+    assert await job.run(last_attempt=True) == "failed"
+    assert store.get_message(job.db, user_id, job.message_id)["status"] == "failed"
 
 
-async def test_the_send_job_is_idempotent(
-    settings: Settings, db: Database, user_id: str, fake: FakeTwilio
-) -> None:
-    configured = with_fake(settings, fake)
-    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, fake.base_url)
-    message_id = await _pending(configured, db, user_id)
+async def test_the_send_job_is_idempotent(job: SendJob, fake: FakeTwilio) -> None:
     for _ in range(2):
-        await asyncio.to_thread(deliver_sms, configured, db, sender, message_id, last_attempt=False)
+        await job.run()
     assert len(fake.created) == 1
-    sender.close()
 
 
 # --- MMS: media served to Twilio from signed, expiring URLs -------------------------
