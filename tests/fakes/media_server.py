@@ -15,11 +15,10 @@ import base64
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+
+from tests.fakes.server import FakeServer
 
 # A tiny but well-formed JPEG header followed by filler: the fetcher does not
 # sniff content, but a realistic prefix keeps the fixture honest.
@@ -39,7 +38,7 @@ class SeenRequest:
     authorization: str | None
 
 
-class MediaServer:
+class MediaServer(FakeServer):
     """One fake media host. ``credentials`` makes ``/image.jpg`` and ``/media/{n}``
     demand HTTP Basic auth, like Twilio's API with "Enforce HTTP Auth" on;
     ``refuse_authorization`` makes every route answer 400 to a request carrying an
@@ -52,31 +51,15 @@ class MediaServer:
         credentials: tuple[str, str] | None = None,
         refuse_authorization: bool = False,
     ) -> None:
+        super().__init__()
         self.name = name
         self.credentials = credentials
         self.refuse_authorization = refuse_authorization
-        self.connections = 0
         self.requests: list[SeenRequest] = []
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
-    # -- lifecycle
+    # -- the app
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/image.jpg", self._image)
         app.router.add_get("/media/{n:\\d+}", self._numbered)
@@ -93,30 +76,7 @@ class MediaServer:
         app.router.add_get("/status/{code:\\d+}", self._status)
         app.router.add_get("/slow", self._slow)
         app.router.add_get("/empty", self._empty)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        handlers = runner.server
-        assert handlers is not None
-
-        def counted() -> RequestHandler:
-            self.connections += 1
-            return handlers()
-
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(counted, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._runner = runner
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        return app
 
     # -- helpers for tests
 

@@ -25,10 +25,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer
 
 API_VERSION = "2010-04-01"
 HANG_SECONDS = 30.0  # far beyond any test's timeout; cut short by stop()
@@ -84,66 +85,27 @@ class CreatedMessage:
     user_agent: str | None = None
 
 
-class FakeTwilio:
+class FakeTwilio(FakeServer):
     """One fake Twilio API. ``account_sid``/``auth_token`` are the credentials it
     accepts (HTTP Basic, as Twilio's API demands)."""
 
     def __init__(self, account_sid: str, auth_token: str) -> None:
+        super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.created: list[CreatedMessage] = []
         self.deleted_media: list[tuple[str, str]] = []  # (message SID, media SID)
         self.requests = 0  # every HTTP request, whatever its answer
-        self.connections = 0  # every TCP connection accepted
         self._script: deque[Failure] = deque()
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
-    # -- lifecycle
+    # -- the app
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application(middlewares=[self._count])
         base = f"/{API_VERSION}/Accounts/{{account}}"
         app.router.add_post(base + "/Messages.json", self._create_message)
         app.router.add_delete(base + "/Messages/{message}/Media/{media}.json", self._delete_media)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        handlers = runner.server
-        assert handlers is not None
-
-        def counted() -> web.RequestHandler:
-            self.connections += 1
-            return handlers()
-
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(counted, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._runner = runner
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        return app
 
     # -- scripting and inspection
 
