@@ -159,7 +159,9 @@ def create_app(
 ) -> web.Application:
     """Build the app. The database, writer, pools and SMTP server start with the app
     (``cleanup_ctx``) and stop with it; ``migrate`` applies migrations first.
-    ``resolver`` answers the email bridge's DNS queries (default: the system's)."""
+    ``resolver`` answers the email bridge's DNS queries (default: the system's);
+    ``worker`` runs background jobs in this process (always, without Redis);
+    ``media_resolver`` resolves media hosts (tests map names to 127.0.0.1)."""
     app = web.Application(
         middlewares=[errors_as_problems],
         # The largest body any route accepts; each handler enforces its own limit.
