@@ -4,6 +4,7 @@ refused request never reached the server at all)."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from types import TracebackType
 from typing import Self
@@ -12,7 +13,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 
-class FakeServer:
+class FakeServer(abc.ABC):
     """Subclasses build their app in :meth:`app`; ``async with`` starts and stops it."""
 
     def __init__(self) -> None:
@@ -22,8 +23,9 @@ class FakeServer:
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
 
+    @abc.abstractmethod
     def app(self) -> web.Application:
-        raise NotImplementedError
+        """The fake's routes."""
 
     async def __aenter__(self) -> Self:
         await self.start()
