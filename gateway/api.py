@@ -131,24 +131,8 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     folder = next((f for f in store.VISIBLE_FOLDERS if f.value == folder_raw), None)
     if folder is None:
         return problem(400, "folder must be one of: inbox, quarantine, sent")
-    limit = _query_int(request, "limit", 50, 1, store.MAX_PAGE)
-    if limit is None:
-        return problem(400, f"limit must be a whole number from 1 to {store.MAX_PAGE}")
     unread = _query_bool(request, "unread", None)
-    cursor = request.query.get("cursor") or None
-    try:
-        page = await _in_pool(
-            request,
-            store.list_messages,
-            request.config_dict[DATABASE],
-            request[USER_ID],
-            folder,
-            limit=limit,
-            cursor=cursor,
-            unread=unread,
-        )
-    except store.InvalidCursor as exc:
-        return problem(400, str(exc))
+    page = await _page(request, store.list_messages, folder, unread=unread)
     return _json_with_etag(request, {"items": page.items, "next": page.next})
 
 
@@ -283,6 +267,27 @@ def _page_params(request: web.Request) -> tuple[int, str | None]:
     return limit, request.query.get("cursor") or None
 
 
+async def _page(
+    request: web.Request, fetch: Callable[..., store.Page], *args: Any, **kwargs: Any
+) -> store.Page:
+    """One page of the user's list from ``fetch(db, user_id, *args, limit=, cursor=,
+    **kwargs)``, with the request's limit and cursor (400 for a bad one)."""
+    limit, cursor = _page_params(request)
+    try:
+        return await _in_pool(
+            request,
+            fetch,
+            _db(request),
+            request[USER_ID],
+            *args,
+            limit=limit,
+            cursor=cursor,
+            **kwargs,
+        )
+    except store.InvalidCursor as exc:
+        raise ApiProblem(400, str(exc)) from None
+
+
 def _page_response(page: store.Page) -> web.Response:
     return web.json_response({"items": page.items, "next": page.next})
 
@@ -367,20 +372,7 @@ async def _region(request: web.Request) -> str:
 async def list_trusted_senders(request: web.Request) -> web.StreamResponse:
     raw = request.query.get("verdict")
     verdict = None if raw is None else _verdict(raw, "verdict")
-    limit, cursor = _page_params(request)
-    try:
-        page = await _in_pool(
-            request,
-            trust.list_page,
-            _db(request),
-            request[USER_ID],
-            limit=limit,
-            cursor=cursor,
-            verdict=verdict,
-        )
-    except store.InvalidCursor as exc:
-        return problem(400, str(exc))
-    return _page_response(page)
+    return _page_response(await _page(request, trust.list_page, verdict=verdict))
 
 
 def _add_entry(
@@ -497,19 +489,7 @@ async def upload_contacts(request: web.Request) -> web.StreamResponse:
 
 
 async def list_contacts(request: web.Request) -> web.StreamResponse:
-    limit, cursor = _page_params(request)
-    try:
-        page = await _in_pool(
-            request,
-            address_book.list_page,
-            _db(request),
-            request[USER_ID],
-            limit=limit,
-            cursor=cursor,
-        )
-    except store.InvalidCursor as exc:
-        return problem(400, str(exc))
-    return _page_response(page)
+    return _page_response(await _page(request, address_book.list_page))
 
 
 async def delete_contacts(request: web.Request) -> web.StreamResponse:
@@ -542,21 +522,9 @@ async def opt_in_contacts(request: web.Request) -> web.StreamResponse:
 
 
 async def screener_cards(request: web.Request) -> web.StreamResponse:
-    limit, cursor = _page_params(request)
     region = await _region(request)
-    try:
-        page = await _in_pool(
-            request,
-            screener.cards,
-            _db(request),
-            request[USER_ID],
-            region=region,
-            quarantine_days=request.config_dict[SETTINGS].optin.quarantine_days,
-            limit=limit,
-            cursor=cursor,
-        )
-    except store.InvalidCursor as exc:
-        return problem(400, str(exc))
+    quarantine_days = request.config_dict[SETTINGS].optin.quarantine_days
+    page = await _page(request, screener.cards, region=region, quarantine_days=quarantine_days)
     return _page_response(page)
 
 

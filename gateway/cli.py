@@ -26,7 +26,7 @@ from gateway import devtools
 from gateway.logs import configure_logging
 from gateway.retention import run_retention
 from inbox import store
-from inbox.addresses import parse_email, parse_phone
+from inbox.addresses import parse_email, parse_in_regions, parse_phone
 from inbox.blobs import DirectoryBlobStore
 from inbox.db import Database, open_database
 from inbox.errors import AddressError, InboxError, NotFound
@@ -219,15 +219,12 @@ def _address(value: str, settings: Settings, db: Database, user_id: str) -> str:
     except NotFound:
         regions = []
     regions.append(settings.optin.default_region)
-    reason = ""
-    for region in dict.fromkeys(regions):
-        try:
-            return trust.parse_entry(value, region)
-        except AddressError as exc:
-            reason = exc.reason
-    raise UsageError(
-        f"ADDRESS: {value!r} is not a phone number, email address or @domain: {reason}"
-    )
+    try:
+        return parse_in_regions(trust.parse_entry, value, regions)
+    except AddressError as exc:
+        raise UsageError(
+            f"ADDRESS: {value!r} is not a phone number, email address or @domain: {exc.reason}"
+        ) from None
 
 
 def _region(settings: Settings, db: Database, user_id: str) -> str:

@@ -16,10 +16,9 @@ from bridges.twilio_rest import SendFailed, SentMessage
 from config import Settings
 from gateway.media_urls import signed_url
 from inbox import outbound
-from inbox.addresses import E164, parse_phone
+from inbox.addresses import E164, parse_in_regions, parse_phone
 from inbox.blobs import BlobStore
 from inbox.db import Database
-from inbox.errors import AddressError
 from inbox.models import messages_t
 from optin.trust import Source, add_if_absent, lock_user
 
@@ -44,15 +43,8 @@ class Sender(Protocol):
 
 def parse_recipient(text: str, regions: tuple[str, ...]) -> E164:
     """The recipient as typed, read with each region in turn (the user's, then the
-    deployment's); AddressError with the first region's reason otherwise."""
-    first: AddressError | None = None
-    for region in dict.fromkeys(regions):
-        try:
-            return parse_phone(text, region)
-        except AddressError as exc:
-            first = first or exc
-    assert first is not None
-    raise first
+    deployment's)."""
+    return parse_in_regions(parse_phone, text, regions)
 
 
 @dataclass(frozen=True, slots=True)

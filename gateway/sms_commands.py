@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from bridges.sms_keywords import USAGE, Command, CommandError, CommandName
+from inbox.addresses import parse_in_regions
 from inbox.db import Database
 from inbox.errors import AddressError
 from inbox.message import Inbound
@@ -67,24 +68,16 @@ def run_command(
     if found is None:
         return None
     user_id, region = found
-    reason = ""
     if isinstance(parsed, CommandError):
         return str(parsed)
     if parsed.name is CommandName.HELP:
         return USAGE
     if parsed.name is CommandName.LIST:
         return _list(db, user_id, region)
-    # The user's own country first, then the deployment's: a UK user of a US
-    # deployment types US numbers without +1 as often as UK ones without +44.
-    target = None
-    for candidate in dict.fromkeys((region, default_region)):
-        try:
-            target = trust.parse_entry(parsed.argument, candidate)
-            break
-        except AddressError as exc:
-            reason = exc.reason
-    if target is None:
-        return f"Could not read {parsed.argument!r}: {reason}. {USAGE}"
+    try:
+        target = parse_in_regions(trust.parse_entry, parsed.argument, (region, default_region))
+    except AddressError as exc:
+        return f"Could not read {parsed.argument!r}: {exc.reason}. {USAGE}"
     verdict = TrustVerdict.TRUSTED if parsed.name is CommandName.TRUST else TrustVerdict.BLOCKED
     trust.add(db, user_id, target, verdict, Source.SMS_COMMAND)
     shown = screener.display_name(target, region)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from typing import NewType
+from collections.abc import Callable, Iterable
+from typing import NewType, TypeVar
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
@@ -93,6 +94,24 @@ def region_of(number: E164) -> str:
     """The ISO region a canonical number belongs to (a user's default region)."""
     region = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
     return region or "US"
+
+
+T = TypeVar("T")
+
+
+def parse_in_regions(parse: Callable[[str, str], T], text: str, regions: Iterable[str]) -> T:
+    """``parse(text, region)`` for each region in turn (a user's own country, then the
+    deployment's: a UK user of a US deployment types US numbers without +1 as often
+    as UK ones without +44); the first region's AddressError when none reads it."""
+    first: AddressError | None = None
+    for region in dict.fromkeys(regions):
+        try:
+            return parse(text, region)
+        except AddressError as exc:
+            first = first or exc
+    if first is None:
+        raise AddressError(text, "no region to read the number with")
+    raise first
 
 
 def format_phone(number: E164, region: str) -> str:

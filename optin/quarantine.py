@@ -13,11 +13,10 @@ from inbox.errors import NotFound
 from inbox.message import Folder
 from inbox.models import attachments_t, messages_t
 from inbox.store import delete_unreferenced_blobs
+from optin import screener
 from optin.decide import TrustVerdict
 from optin.errors import NotQuarantined
 from optin.trust import Source, lock_user, set_entry
-
-REASON_RELEASED = "released from quarantine: sender now trusted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +40,12 @@ def _held_sender(conn: sa.Connection, user_id: str, message_id: str) -> str:
 
 
 def release(db: Database, user_id: str, message_id: str) -> ReviewResult:
-    """Trust the message's sender and move every held message of theirs to the inbox."""
-    with db.write.begin() as conn:
-        lock_user(conn, user_id)
+    """Trust the message's sender and move every held message of theirs to the inbox:
+    the screener's Allow for that sender (so it can be undone the same way)."""
+    with db.read.connect() as conn:
         sender = _held_sender(conn, user_id, message_id)
-        set_entry(conn, user_id, sender, TrustVerdict.TRUSTED, Source.RELEASE)
-        moved = conn.execute(
-            messages_t.update()
-            .where(
-                messages_t.c.user_id == user_id,
-                messages_t.c.sender == sender,
-                messages_t.c.folder == str(Folder.QUARANTINE),
-            )
-            .values(folder=str(Folder.INBOX), reason=REASON_RELEASED)
-        ).rowcount
-    return ReviewResult(sender, TrustVerdict.TRUSTED, moved)
+    decision = screener.allow(db, user_id, [sender])
+    return ReviewResult(sender, TrustVerdict.TRUSTED, decision.messages)
 
 
 def deny(db: Database, blobs: BlobStore, user_id: str, message_id: str) -> ReviewResult:
