@@ -72,6 +72,8 @@ class HttpSettings(_Section):
     # Twilio caps an SMS body at 1,600 characters; a full webhook form is a few KB.
     max_webhook_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_api_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Origins allowed to call /api/v1 from a browser (CORS); empty: CORS off.
+    cors_origins: list[str] = Field(default_factory=list, max_length=100)
 
     @field_validator("listen")
     @classmethod
@@ -263,6 +265,50 @@ class OptinSettings(_Section):
         return region
 
 
+class AuthSettings(_Section):
+    """Sign-up and sign-in by a code sent by SMS."""
+
+    # Where codes go: "twilio" sends an SMS from bridges.twilio.service_number;
+    # "console" prints them to the gateway's output (development only); "auto" is
+    # twilio when that bridge is enabled with a service number, else console.
+    code_sender: Literal["auto", "twilio", "console"] = "auto"
+    code_ttl_s: int = Field(default=600, ge=30, le=3600)
+    # Wrong guesses allowed for one code before it is void.
+    code_attempts: int = Field(default=5, ge=1, le=20)
+    # Limits on code requests and guesses, per mobile number and per client IP,
+    # within a sliding window; past them the answer is 429 with Retry-After.
+    window_s: int = Field(default=3600, ge=60, le=86_400)
+    codes_per_number: int = Field(default=5, ge=1, le=1000)
+    codes_per_ip: int = Field(default=20, ge=1, le=100_000)
+    attempts_per_ip: int = Field(default=50, ge=1, le=100_000)
+
+
+class PrivacySettings(_Section):
+    # IP addresses in the authentication log are erased after this many days
+    # (those flagged for abuse are kept and listed for operators).
+    ip_log_days: int = Field(default=7, ge=1, le=365)
+    # Failed code attempts from one IP, within auth.window_s, that flag it for abuse.
+    abuse_failed_codes: int = Field(default=20, ge=1, le=100_000)
+    # How long a finished data export can be downloaded.
+    export_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+
+
+class EmailOutSettings(_Section):
+    """Outbound email goes through the operator's SMTP relay."""
+
+    enabled: bool = False
+    relay: str = "127.0.0.1:25"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    starttls: bool = True
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @field_validator("relay")
+    @classmethod
+    def _check_relay(cls, v: str) -> str:
+        return _host_port(v)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "console"
@@ -287,6 +333,9 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     bridges: BridgesSettings = Field(default_factory=BridgesSettings)
     optin: OptinSettings = Field(default_factory=OptinSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    email_out: EmailOutSettings = Field(default_factory=EmailOutSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

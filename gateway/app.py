@@ -16,7 +16,7 @@ from bridges.dns import Resolver, SystemResolver
 from bridges.media import HostResolver
 from bridges.twilio import SignatureVerifier, TwilioBridge
 from config import Settings
-from gateway import api, health, media_route, webhooks
+from gateway import api, api_support, health, media_route, webhooks
 from gateway.jobs import Jobs
 from gateway.keys import (
     BLOBS,
@@ -59,7 +59,9 @@ CHECKPOINT_INTERVAL_S = 1.0
 
 
 @web.middleware
-async def errors_as_problems(request: web.Request, handler: api.Handler) -> web.StreamResponse:
+async def errors_as_problems(
+    request: web.Request, handler: api_support.Handler
+) -> web.StreamResponse:
     """Every error leaves as application/problem+json, never as a traceback."""
     try:
         response = await handler(request)
@@ -73,7 +75,7 @@ async def errors_as_problems(request: web.Request, handler: api.Handler) -> web.
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(500, "internal error")
-    if request.path.startswith(api.API_PREFIX):
+    if request.path.startswith(api_support.API_PREFIX):
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
@@ -256,5 +258,5 @@ def create_app(
         app.router.add_post("/bridges/twilio/sms", webhooks.twilio_sms)
         app.router.add_post("/bridges/twilio/status", webhooks.twilio_status)
         app.router.add_get(f"{MEDIA_PATH}/{{attachment_id}}", media_route.serve_outbound_media)
-    app.add_subapp(api.API_PREFIX, api.api_app())
+    app.add_subapp(api_support.API_PREFIX, api.api_app())
     return app

@@ -4,70 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.openapi_support import (
+    ACTION,
+    BODY_RULES,
+    COUNT,
+    CURSOR,
+    DATE_TIME,
+    ETAG,
+    IF_NONE_MATCH,
+    LIMIT,
+    MESSAGE_ID,
+    NO_MESSAGE,
+    NOT_MODIFIED,
+    PROBLEM,
+    TOO_LARGE_JSON,
+    json_body,
+    json_response,
+    page,
+    ref,
+    strings,
+)
 from optin.screener import MAX_SENDERS
 
-_PROBLEM = {"$ref": "#/components/responses/Problem"}
-_LIMIT = {"$ref": "#/components/parameters/Limit"}
-_CURSOR = {"$ref": "#/components/parameters/Cursor"}
-_IF_NONE_MATCH = {"$ref": "#/components/parameters/IfNoneMatch"}
-_MESSAGE_ID = {"$ref": "#/components/parameters/MessageId"}
-_NOT_MODIFIED = {"$ref": "#/components/responses/NotModified"}
-_ETAG = {"$ref": "#/components/headers/ETag"}
-_NO_MESSAGE = {
-    **_PROBLEM,
-    "description": "No such message: unknown, or another user's (the two are indistinguishable)",
-}
-
-
-def _ref(schema: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{schema}"}
-
-
-def _json(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
-
-
-def _json_body(schema: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
-
-
-def _page(item: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["items", "next"],
-        "properties": {
-            "items": {"type": "array", "items": _ref(item)},
-            "next": {"type": ["string", "null"]},
-        },
-    }
-
-
-def _strings(description: str, max_items: int | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "array",
-        "minItems": 1,
-        "items": {"type": "string", "minLength": 1},
-        "description": description,
-    }
-    if max_items is not None:
-        schema["maxItems"] = max_items
-    return schema
-
-
-_DATE_TIME = {"type": "string", "format": "date-time"}
-_COUNT = {"type": "integer", "minimum": 0}
-_ACTION = {"type": "string", "enum": ["allow", "block"]}
-_TOO_LARGE_JSON = {
-    **_PROBLEM,
-    "description": "The JSON body is over the server's limit (http.max_api_body_bytes)",
-}
-_BODY_RULES = (
-    "The body is a JSON object with only the fields below; anything else is a 400 "
-    "problem whose detail names the field at fault."
-)
+#: Modules that describe further routes: each has ``paths()`` and ``schemas()``.
+PARTS: tuple[Any, ...] = ()
 
 
 def openapi_document() -> dict[str, Any]:
+    document = _core_document()
+    for part in PARTS:
+        document["paths"].update(part.paths())
+        document["components"]["schemas"].update(part.schemas())
+    return document
+
+
+def _core_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -124,21 +95,21 @@ def openapi_document() -> dict[str, Any]:
                             "description": "The `next` value of the previous page",
                             "schema": {"type": "string"},
                         },
-                        _IF_NONE_MATCH,
+                        IF_NONE_MATCH,
                     ],
                     "responses": {
                         "200": {
                             "description": "One page",
-                            "headers": {"ETag": _ETAG},
+                            "headers": {"ETag": ETAG},
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/MessagePage"}
                                 }
                             },
                         },
-                        "304": _NOT_MODIFIED,
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "304": NOT_MODIFIED,
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                     },
                 },
                 "post": {
@@ -149,7 +120,7 @@ def openapi_document() -> dict[str, Any]:
                         "to the provider by a background job (retried on provider or "
                         "network trouble); `status` then follows the provider's delivery "
                         "reports. The recipient becomes a trusted sender unless the "
-                        "operator turned that off. " + _BODY_RULES
+                        "operator turned that off. " + BODY_RULES
                     ),
                     "requestBody": {
                         "required": True,
@@ -208,16 +179,16 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                         "409": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": (
                                 "Not sendable: the recipient texted STOP, the user has no "
                                 "OptMsg number, or SMS is not enabled"
                             ),
                         },
-                        "413": _TOO_LARGE_JSON,
+                        "413": TOO_LARGE_JSON,
                     },
                 },
             },
@@ -225,43 +196,43 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getMessage",
                     "summary": "One message of the authenticated user",
-                    "parameters": [_MESSAGE_ID, _IF_NONE_MATCH],
+                    "parameters": [MESSAGE_ID, IF_NONE_MATCH],
                     "responses": {
                         "200": {
                             "description": "The message",
-                            "headers": {"ETag": _ETAG},
+                            "headers": {"ETag": ETAG},
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Message"}
                                 }
                             },
                         },
-                        "304": _NOT_MODIFIED,
-                        "401": _PROBLEM,
-                        "404": _NO_MESSAGE,
+                        "304": NOT_MODIFIED,
+                        "401": PROBLEM,
+                        "404": NO_MESSAGE,
                     },
                 },
                 "patch": {
                     "operationId": "updateMessage",
                     "summary": "Mark a message read or unread",
-                    "description": _BODY_RULES,
-                    "parameters": [_MESSAGE_ID],
-                    "requestBody": _json_body("MessageUpdate"),
+                    "description": BODY_RULES,
+                    "parameters": [MESSAGE_ID],
+                    "requestBody": json_body("MessageUpdate"),
                     "responses": {
                         "200": {
-                            **_json("The message, as it is now", "Message"),
-                            "headers": {"ETag": _ETAG},
+                            **json_response("The message, as it is now", "Message"),
+                            "headers": {"ETag": ETAG},
                         },
                         "400": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": (
                                 'The body is not `{"read": true}` or `{"read": false}`; '
                                 "the detail says why"
                             ),
                         },
-                        "401": _PROBLEM,
-                        "404": _NO_MESSAGE,
-                        "413": _TOO_LARGE_JSON,
+                        "401": PROBLEM,
+                        "404": NO_MESSAGE,
+                        "413": TOO_LARGE_JSON,
                     },
                 },
                 "delete": {
@@ -273,12 +244,12 @@ def openapi_document() -> dict[str, Any]:
                         "email it was parsed from once no other message comes from it. "
                         "There is no undo."
                     ),
-                    "parameters": [_MESSAGE_ID],
+                    "parameters": [MESSAGE_ID],
                     "responses": {
                         "204": {"description": "Deleted"},
-                        "401": _PROBLEM,
+                        "401": PROBLEM,
                         "404": {
-                            **_NO_MESSAGE,
+                            **NO_MESSAGE,
                             "description": (
                                 "No such message: unknown, another user's, or already deleted"
                             ),
@@ -297,7 +268,7 @@ def openapi_document() -> dict[str, Any]:
                         "name as an RFC 5987 `filename*` when there is one."
                     ),
                     "parameters": [
-                        _MESSAGE_ID,
+                        MESSAGE_ID,
                         {
                             "name": "attachment_id",
                             "in": "path",
@@ -305,13 +276,13 @@ def openapi_document() -> dict[str, Any]:
                             "description": "An `id` from the message's `attachments`",
                             "schema": {"type": "string"},
                         },
-                        _IF_NONE_MATCH,
+                        IF_NONE_MATCH,
                     ],
                     "responses": {
                         "200": {
                             "description": "The attachment's content",
                             "headers": {
-                                "ETag": _ETAG,
+                                "ETag": ETAG,
                                 "Content-Disposition": {
                                     "required": True,
                                     "description": (
@@ -331,17 +302,17 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "content": {"*/*": {}},
                         },
-                        "304": _NOT_MODIFIED,
-                        "401": _PROBLEM,
+                        "304": NOT_MODIFIED,
+                        "401": PROBLEM,
                         "404": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": (
                                 "No such attachment of this message, or the message is "
                                 "unknown or another user's"
                             ),
                         },
                         "409": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": (
                                 "The attachment has no content: its media is still being "
                                 "fetched (status `pending`, try again later) or could not "
@@ -362,13 +333,13 @@ def openapi_document() -> dict[str, Any]:
                             "description": "Only the entries with this verdict (default: all)",
                             "schema": {"type": "string", "enum": ["trusted", "blocked"]},
                         },
-                        _LIMIT,
-                        _CURSOR,
+                        LIMIT,
+                        CURSOR,
                     ],
                     "responses": {
-                        "200": _json("One page", "TrustEntryPage"),
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "200": json_response("One page", "TrustEntryPage"),
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                     },
                 },
                 "post": {
@@ -380,12 +351,12 @@ def openapi_document() -> dict[str, Any]:
                         "user's region), an email address, `@example.com` for a whole "
                         "domain, or an SMS sender id (`short:12345`, `alpha:MYBANK`). "
                         "Every spelling of one number is one entry; adding an address "
-                        "that is already on the list replaces its verdict (200). " + _BODY_RULES
+                        "that is already on the list replaces its verdict (200). " + BODY_RULES
                     ),
-                    "requestBody": _json_body("NewTrustEntry"),
+                    "requestBody": json_body("NewTrustEntry"),
                     "responses": {
                         "201": {
-                            **_json("The new entry", "TrustEntry"),
+                            **json_response("The new entry", "TrustEntry"),
                             "headers": {
                                 "Location": {
                                     "description": "The entry's URL",
@@ -393,16 +364,18 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        "200": _json("The entry, which was already on the list", "TrustEntry"),
+                        "200": json_response(
+                            "The entry, which was already on the list", "TrustEntry"
+                        ),
                         "400": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": (
                                 "The body is malformed, or the address is not one; the "
                                 "detail says why (e.g. `too few digits for a phone number`)"
                             ),
                         },
-                        "401": _PROBLEM,
-                        "413": _TOO_LARGE_JSON,
+                        "401": PROBLEM,
+                        "413": TOO_LARGE_JSON,
                     },
                 },
             },
@@ -424,9 +397,9 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "204": {"description": "Removed"},
-                        "400": {**_PROBLEM, "description": "Not an address; the detail says why"},
-                        "401": _PROBLEM,
-                        "404": {**_PROBLEM, "description": "The address is not on the list"},
+                        "400": {**PROBLEM, "description": "Not an address; the detail says why"},
+                        "401": PROBLEM,
+                        "404": {**PROBLEM, "description": "The address is not on the list"},
                     },
                 }
             },
@@ -434,11 +407,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "listContacts",
                     "summary": "The user's uploaded address book, in import order",
-                    "parameters": [_LIMIT, _CURSOR],
+                    "parameters": [LIMIT, CURSOR],
                     "responses": {
-                        "200": _json("One page", "ContactPage"),
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "200": json_response("One page", "ContactPage"),
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                     },
                 },
                 "post": {
@@ -477,24 +450,26 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "201": _json("Imported (at least one contact stored)", "ImportResult"),
-                        "200": _json("Read, but every entry was rejected", "ImportResult"),
+                        "201": json_response(
+                            "Imported (at least one contact stored)", "ImportResult"
+                        ),
+                        "200": json_response("Read, but every entry was rejected", "ImportResult"),
                         "400": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": (
                                 "The file cannot be read as an address book; the detail "
                                 "says why, with the line number when there is one"
                             ),
                         },
-                        "401": _PROBLEM,
+                        "401": PROBLEM,
                         "413": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": (
                                 "Over optin.max_contacts_bytes bytes, or the address book "
                                 "would hold more than optin.max_contacts contacts"
                             ),
                         },
-                        "415": {**_PROBLEM, "description": "A multipart form was sent"},
+                        "415": {**PROBLEM, "description": "A multipart form was sent"},
                     },
                 },
                 "delete": {
@@ -512,9 +487,9 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ],
                     "responses": {
-                        "200": _json("What was deleted", "ContactsDeleted"),
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "200": json_response("What was deleted", "ContactsDeleted"),
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                     },
                 },
             },
@@ -524,19 +499,19 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Trust every number and address of some or all contacts",
                     "description": (
                         "An existing entry is never changed: a blocked number stays blocked. "
-                        + _BODY_RULES
+                        + BODY_RULES
                     ),
-                    "requestBody": _json_body("OptInRequest"),
+                    "requestBody": json_body("OptInRequest"),
                     "responses": {
-                        "200": _json("How many trust entries were added", "OptInResult"),
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "200": json_response("How many trust entries were added", "OptInResult"),
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                         "404": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": "An id is not one of the user's contacts "
                             "(nothing was trusted)",
                         },
-                        "413": _TOO_LARGE_JSON,
+                        "413": TOO_LARGE_JSON,
                     },
                 }
             },
@@ -544,11 +519,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "listScreenerCards",
                     "summary": "Quarantined messages grouped by sender, newest first",
-                    "parameters": [_LIMIT, _CURSOR],
+                    "parameters": [LIMIT, CURSOR],
                     "responses": {
-                        "200": _json("One page", "ScreenerCardPage"),
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "200": json_response("One page", "ScreenerCardPage"),
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                     },
                 }
             },
@@ -558,18 +533,18 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Trust senders and move their held messages to the inbox",
                     "description": (
                         "One transaction for all the senders (each the `sender` of a "
-                        "screener card). Undo with undoScreenerDecision. " + _BODY_RULES
+                        "screener card). Undo with undoScreenerDecision. " + BODY_RULES
                     ),
-                    "requestBody": _json_body("SendersRequest"),
+                    "requestBody": json_body("SendersRequest"),
                     "responses": {
-                        "200": _json("What was done", "Decision"),
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "200": json_response("What was done", "Decision"),
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                         "404": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": "A sender has no held messages (nothing was changed)",
                         },
-                        "413": _TOO_LARGE_JSON,
+                        "413": TOO_LARGE_JSON,
                     },
                 }
             },
@@ -580,18 +555,18 @@ def openapi_document() -> dict[str, Any]:
                     "description": (
                         "The discarded messages disappear from every list at once and are "
                         "deleted when the undo window (optin.undo_seconds) has passed. "
-                        + _BODY_RULES
+                        + BODY_RULES
                     ),
-                    "requestBody": _json_body("SendersRequest"),
+                    "requestBody": json_body("SendersRequest"),
                     "responses": {
-                        "200": _json("What was done", "Decision"),
-                        "400": _PROBLEM,
-                        "401": _PROBLEM,
+                        "200": json_response("What was done", "Decision"),
+                        "400": PROBLEM,
+                        "401": PROBLEM,
                         "404": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": "A sender has no held messages (nothing was changed)",
                         },
-                        "413": _TOO_LARGE_JSON,
+                        "413": TOO_LARGE_JSON,
                     },
                 }
             },
@@ -600,10 +575,10 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "undoScreenerDecision",
                     "summary": "Undo the latest allow or block, within the undo window",
                     "responses": {
-                        "200": _json("What was undone", "UndoResult"),
-                        "401": _PROBLEM,
+                        "200": json_response("What was undone", "UndoResult"),
+                        "401": PROBLEM,
                         "409": {
-                            **_PROBLEM,
+                            **PROBLEM,
                             "description": (
                                 "Nothing to undo: no decision yet, already undone, or "
                                 "older than the undo window"
@@ -667,7 +642,7 @@ def openapi_document() -> dict[str, Any]:
                         "Not modified: If-None-Match named the current ETag. No body; "
                         "the ETag header repeats it"
                     ),
-                    "headers": {"ETag": _ETAG},
+                    "headers": {"ETag": ETAG},
                 },
             },
             "schemas": {
@@ -773,10 +748,10 @@ def openapi_document() -> dict[str, Any]:
                                 "SMS command, or an allow in the screener (release)"
                             ),
                         },
-                        "created_at": _DATE_TIME,
+                        "created_at": DATE_TIME,
                     },
                 },
-                "TrustEntryPage": _page("TrustEntry"),
+                "TrustEntryPage": page("TrustEntry"),
                 "NewTrustEntry": {
                     "type": "object",
                     "required": ["address"],
@@ -802,10 +777,10 @@ def openapi_document() -> dict[str, Any]:
                             "description": "E.164 numbers",
                         },
                         "emails": {"type": "array", "items": {"type": "string"}},
-                        "created_at": _DATE_TIME,
+                        "created_at": DATE_TIME,
                     },
                 },
-                "ContactPage": _page("Contact"),
+                "ContactPage": page("Contact"),
                 "RejectedContact": {
                     "type": "object",
                     "required": ["position", "name", "value", "reason"],
@@ -829,14 +804,14 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["format", "imported", "rejected"],
                     "properties": {
                         "format": {"type": "string", "enum": ["vcard", "csv", "json"]},
-                        "imported": _COUNT,
-                        "rejected": {"type": "array", "items": _ref("RejectedContact")},
+                        "imported": COUNT,
+                        "rejected": {"type": "array", "items": ref("RejectedContact")},
                     },
                 },
                 "ContactsDeleted": {
                     "type": "object",
                     "required": ["contacts", "trusted_senders"],
-                    "properties": {"contacts": _COUNT, "trusted_senders": _COUNT},
+                    "properties": {"contacts": COUNT, "trusted_senders": COUNT},
                 },
                 "OptInRequest": {
                     "oneOf": [
@@ -850,21 +825,21 @@ def openapi_document() -> dict[str, Any]:
                             "type": "object",
                             "required": ["ids"],
                             "additionalProperties": False,
-                            "properties": {"ids": _strings("Contact ids")},
+                            "properties": {"ids": strings("Contact ids")},
                         },
                     ]
                 },
                 "OptInResult": {
                     "type": "object",
                     "required": ["added"],
-                    "properties": {"added": _COUNT},
+                    "properties": {"added": COUNT},
                 },
                 "HeldMessageSummary": {
                     "type": "object",
                     "required": ["message_id", "received_at", "subject", "preview"],
                     "properties": {
                         "message_id": {"type": "string"},
-                        "received_at": _DATE_TIME,
+                        "received_at": DATE_TIME,
                         "subject": {"type": ["string", "null"]},
                         "preview": {"type": "string"},
                     },
@@ -898,21 +873,21 @@ def openapi_document() -> dict[str, Any]:
                             "type": "string",
                             "description": "Why the latest message was held",
                         },
-                        "first": _ref("HeldMessageSummary"),
-                        "latest": _ref("HeldMessageSummary"),
+                        "first": ref("HeldMessageSummary"),
+                        "latest": ref("HeldMessageSummary"),
                         "expires_at": {
-                            **_DATE_TIME,
+                            **DATE_TIME,
                             "description": "When the first held message will be deleted",
                         },
                     },
                 },
-                "ScreenerCardPage": _page("ScreenerCard"),
+                "ScreenerCardPage": page("ScreenerCard"),
                 "SendersRequest": {
                     "type": "object",
                     "required": ["senders"],
                     "additionalProperties": False,
                     "properties": {
-                        "senders": _strings("Card senders, as listed", MAX_SENDERS),
+                        "senders": strings("Card senders, as listed", MAX_SENDERS),
                     },
                 },
                 "Decision": {
@@ -920,18 +895,18 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["decision_id", "action", "senders", "messages"],
                     "properties": {
                         "decision_id": {"type": "string"},
-                        "action": _ACTION,
+                        "action": ACTION,
                         "senders": {"type": "array", "items": {"type": "string"}},
-                        "messages": {**_COUNT, "description": "Held messages moved"},
+                        "messages": {**COUNT, "description": "Held messages moved"},
                     },
                 },
                 "UndoResult": {
                     "type": "object",
                     "required": ["undone", "senders", "messages"],
                     "properties": {
-                        "undone": _ACTION,
+                        "undone": ACTION,
                         "senders": {"type": "array", "items": {"type": "string"}},
-                        "messages": {**_COUNT, "description": "Messages held again"},
+                        "messages": {**COUNT, "description": "Messages held again"},
                     },
                 },
                 "MessageUpdate": {

@@ -20,6 +20,8 @@ class Folder(enum.StrEnum):
     INBOX = "inbox"
     QUARANTINE = "quarantine"
     SENT = "sent"
+    # Outbound messages being written: editable until sent, never delivered anywhere.
+    DRAFTS = "drafts"
     # Held messages of a sender the user blocked from the screener: hidden from every
     # list and lookup, kept only while the block can be undone, then deleted.
     DISCARDED = "discarded"

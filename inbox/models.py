@@ -31,6 +31,10 @@ class User(SQLModel, table=True):
     # Default region for numbers this user types without a country code.
     region: str = Field(max_length=2)
     created_at: datetime
+    # Set by an operator ("breach of terms"): no sign-in, no sending, inbound held.
+    suspended_at: datetime | None = None
+    # The referral code given at sign-up, if any (kept with the account, exported).
+    referral_code: str | None = Field(default=None, max_length=40)
 
 
 class UserAddress(SQLModel, table=True):
@@ -72,6 +76,7 @@ class Message(SQLModel, table=True):
         sa.Index("ix_messages_folder_received_at", "folder", "received_at"),
         # Retention deletes raw emails no message refers to.
         sa.Index("ix_messages_raw_id", "raw_id"),
+        sa.Index("ix_messages_user_conversation_id", "user_id", "conversation", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -97,6 +102,9 @@ class Message(SQLModel, table=True):
     # delivered, undelivered, failed, ...) and its error code when it failed.
     status: str | None = Field(default=None, max_length=16)
     error_code: int | None = None
+    # What the message is grouped under: the counterpart's number (SMS/MMS) or the
+    # root of the email thread (from References/In-Reply-To/Message-ID).
+    conversation: str | None = Field(default=None, max_length=254)
 
 
 class Attachment(SQLModel, table=True):
@@ -201,8 +209,110 @@ class ApiToken(SQLModel, table=True):
         sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True)
     )
     token_hash: str = Field(max_length=64, unique=True)
+    # The device (or "cli") the token was issued to, shown in the device list.
     name: str = Field(max_length=100)
     created_at: datetime
+    last_used_at: datetime | None = None
+
+
+class Verification(SQLModel, table=True):
+    """A code sent by SMS to prove a mobile number: for sign-up (``details`` holds the
+    sign-up form as JSON until the account exists), sign-in or a number change.
+    Only a hash of the code is stored; it expires, allows a few guesses, and is used
+    once (``consumed_at``)."""
+
+    __tablename__ = "verifications"
+    __table_args__ = (sa.Index("ix_verifications_phone_created_at", "phone", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    purpose: str = Field(max_length=16)  # signup | login | phone_change
+    phone: str = Field(max_length=20)
+    user_id: str | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=True, index=True),
+    )
+    code_hash: str = Field(max_length=255)
+    details: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime
+    expires_at: datetime
+    attempts: int = 0
+    consumed_at: datetime | None = None
+
+
+class AuthEvent(SQLModel, table=True):
+    """One sign-in attempt on an account, shown to its owner. ``ip`` is erased after
+    ``privacy.ip_log_days``."""
+
+    __tablename__ = "auth_log"
+    __table_args__ = (
+        sa.Index("ix_auth_log_user_id_id", "user_id", "id"),
+        sa.Index("ix_auth_log_created_at", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False))
+    created_at: datetime
+    method: str = Field(max_length=16)  # sms_code | token
+    outcome: str = Field(max_length=32)  # success | wrong_code | expired | ...
+    device: str | None = Field(default=None, max_length=100)
+    ip: str | None = Field(default=None, max_length=64)
+
+
+class AbuseFlag(SQLModel, table=True):
+    """A client IP tied to abuse (repeated failed codes, floods): kept past the IP
+    purge and listed for operators."""
+
+    __tablename__ = "abuse_flags"
+    __table_args__ = (sa.UniqueConstraint("ip", "reason"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    ip: str = Field(max_length=64)
+    reason: str = Field(max_length=100)
+    count: int = 0
+    first_seen: datetime
+    last_seen: datetime
+
+
+class Event(SQLModel, table=True):
+    """A change a user's clients hear about live (new message, status change,
+    screener change); kept a while so that a reconnecting client resumes from
+    ``Last-Event-ID``."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        sa.Index("ix_events_user_id_id", "user_id", "id"),
+        sa.Index("ix_events_created_at", "created_at"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+    user_id: str = Field(sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False))
+    kind: str = Field(max_length=32)
+    data: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # JSON
+    created_at: datetime
+
+
+class DataExport(SQLModel, table=True):
+    """A user's request for an archive of all their data, built by a job."""
+
+    __tablename__ = "exports"
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(
+        sa_column=sa.Column(sa.String(40), _fk("users.id"), nullable=False, index=True)
+    )
+    state: str = Field(max_length=10)  # pending | ready | failed
+    created_at: datetime
+    expires_at: datetime | None = None
+    size: int | None = None
+    sha256: str | None = Field(default=None, max_length=64)
+    error: str | None = Field(default=None, max_length=500)
 
 
 users_t = User.__table__  # type: ignore[attr-defined]
@@ -215,3 +325,8 @@ raw_messages_t = RawMessage.__table__  # type: ignore[attr-defined]
 contacts_t = Contact.__table__  # type: ignore[attr-defined]
 screener_decisions_t = ScreenerDecision.__table__  # type: ignore[attr-defined]
 sms_opt_outs_t = SmsOptOut.__table__  # type: ignore[attr-defined]
+verifications_t = Verification.__table__  # type: ignore[attr-defined]
+auth_log_t = AuthEvent.__table__  # type: ignore[attr-defined]
+abuse_flags_t = AbuseFlag.__table__  # type: ignore[attr-defined]
+events_t = Event.__table__  # type: ignore[attr-defined]
+exports_t = DataExport.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,215 @@
+"""What every client-API route module shares: authentication, problems, request
+parsing (JSON bodies with limits, paging parameters), ETags and the read pool."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from gateway.keys import DATABASE, READ_POOL, SETTINGS
+from gateway.problems import problem
+from inbox import store
+from inbox.db import Database
+from inbox.errors import NotFound
+
+API_PREFIX = "/api/v1"
+USER_ID = web.RequestKey("user_id", str)
+_PUBLIC = frozenset({f"{API_PREFIX}/openapi.json"})
+#: Sign-up and sign-in happen before the client has a token.
+PUBLIC_PREFIX = f"{API_PREFIX}/auth/"
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def in_pool(request: web.Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    # Database calls are blocking; they run on the read pool, never on the event loop.
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        request.config_dict[READ_POOL], functools.partial(fn, *args, **kwargs)
+    )
+
+
+def unauthorized(detail: str) -> web.Response:
+    return problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="optmsg"'})
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in _PUBLIC or request.path.startswith(PUBLIC_PREFIX):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return unauthorized("missing bearer token")
+    user_id = await in_pool(
+        request, store.user_for_token, request.config_dict[DATABASE], token.strip()
+    )
+    if user_id is None:
+        return unauthorized("invalid or revoked token")
+    request[USER_ID] = user_id
+    return await handler(request)
+
+
+class ApiProblem(Exception):
+    """Raised by request parsing helpers; answered as a problem by :func:`api_problems`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@web.middleware
+async def api_problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiProblem as exc:
+        if exc.status == 401:
+            return unauthorized(exc.detail)
+        return problem(exc.status, exc.detail)
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int | None:
+    """The parameter's value, its default when absent, or None when out of range."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        return None
+    return int(raw)
+
+
+def etag_of(body: bytes) -> str:
+    """A strong validator of exactly these bytes (the JSON the response carries)."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def not_modified(request: web.Request, etag: str) -> bool:
+    """True when If-None-Match names ``etag`` or is ``*``. RFC 9110 compares weakly
+    here, so ``W/"x"`` matches ``"x"``."""
+    tags = request.if_none_match
+    return tags is not None and any(t.value in (etag, "*") for t in tags)
+
+
+def json_with_etag(request: web.Request, data: Any, *, conditional: bool = True) -> web.Response:
+    """``data`` as JSON with its ETag; 304 with no body when the client has it already."""
+    body = json.dumps(data).encode("utf-8")
+    etag = etag_of(body)
+    if conditional and not_modified(request, etag):
+        response = web.Response(status=304)
+    else:
+        response = web.Response(body=body, content_type="application/json")
+    response.etag = etag
+    return response
+
+
+_READ_CHUNK = 64 * 1024
+
+
+def db_of(request: web.Request) -> Database:
+    return request.config_dict[DATABASE]
+
+
+def page_params(request: web.Request) -> tuple[int, str | None]:
+    limit = query_int(request, "limit", 50, 1, store.MAX_PAGE)
+    if limit is None:
+        raise ApiProblem(400, f"limit must be a whole number from 1 to {store.MAX_PAGE}")
+    return limit, request.query.get("cursor") or None
+
+
+async def fetch_page(
+    request: web.Request, fetch: Callable[..., store.Page], *args: Any, **kwargs: Any
+) -> store.Page:
+    """One page of the user's list from ``fetch(db, user_id, *args, limit=, cursor=,
+    **kwargs)``, with the request's limit and cursor (400 for a bad one)."""
+    limit, cursor = page_params(request)
+    try:
+        return await in_pool(
+            request,
+            fetch,
+            db_of(request),
+            request[USER_ID],
+            *args,
+            limit=limit,
+            cursor=cursor,
+            **kwargs,
+        )
+    except store.InvalidCursor as exc:
+        raise ApiProblem(400, str(exc)) from None
+
+
+def page_response(page: store.Page) -> web.Response:
+    return web.json_response({"items": page.items, "next": page.next})
+
+
+def query_bool(request: web.Request, name: str, default: T) -> bool | T:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise ApiProblem(400, f"{name} must be true or false")
+    return raw == "true"
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes:
+    from Content-Length when there is one, and from the bytes actually received (a
+    chunked body has no Content-Length; a lying one is not trusted)."""
+    too_large = ApiProblem(413, f"the request body is over the limit of {limit:,} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def json_object(request: web.Request, fields: Sequence[str]) -> dict[str, Any]:
+    """The JSON object in the body (at most settings.http.max_api_body_bytes), with no
+    members other than ``fields``."""
+    raw = await read_body(request, request.config_dict[SETTINGS].http.max_api_body_bytes)
+    if not raw.strip():
+        raise ApiProblem(400, "the body must be a JSON object")
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiProblem(
+            400, f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (UnicodeDecodeError, RecursionError):
+        raise ApiProblem(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiProblem(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise ApiProblem(400, f"unknown field {unknown[0]!r}; the fields are: {', '.join(fields)}")
+    return body
+
+
+def string_list(body: dict[str, Any], name: str, max_chars: int) -> list[str]:
+    value = body.get(name)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiProblem(400, f"{name} must be a list of strings")
+    if not value:
+        raise ApiProblem(400, f"{name} must not be empty")
+    if any(not v or len(v) > max_chars for v in value):
+        raise ApiProblem(400, f"each of {name} must be 1 to {max_chars} characters")
+    return value
+
+
+async def user_region(request: web.Request) -> str:
+    """The authenticated user's region, for numbers written without a country code."""
+    try:
+        user = await in_pool(request, store.get_user, db_of(request), request[USER_ID])
+    except NotFound:
+        raise ApiProblem(401, "invalid or revoked token") from None  # deleted meanwhile
+    return user.region or request.config_dict[SETTINGS].optin.default_region
