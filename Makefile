@@ -33,7 +33,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/mms.py
 
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v -e '^optmsg-gateway' -e '^pip==' > requirements.lock.new
+	{ printf '# Pinned versions for every fresh install (runtime and development tools).\n# Regenerate: make lock\n'; \
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v -e '^optmsg-gateway' -e '^pip=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean:
