@@ -50,6 +50,12 @@ class UserRecord:
     region: str
     created_at: datetime
     addresses: tuple[str, ...] = ()
+    suspended_at: datetime | None = None
+    referral_code: str | None = None
+
+    @property
+    def suspended(self) -> bool:
+        return self.suspended_at is not None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +67,8 @@ class UserRecord:
             "region": self.region,
             "addresses": list(self.addresses),
             "created_at": self.created_at.isoformat(),
+            "suspended": self.suspended,
+            "referral_code": self.referral_code,
         }
 
 
@@ -170,6 +178,8 @@ def _user_from_row(row: Any, addresses: Sequence[str]) -> UserRecord:
         region=row.region,
         created_at=row.created_at,
         addresses=tuple(addresses),
+        suspended_at=row.suspended_at,
+        referral_code=row.referral_code,
     )
 
 
