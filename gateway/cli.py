@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from gateway.retention import run_retention
 from inbox import store
 from inbox.addresses import parse_email, parse_in_regions, parse_phone
 from inbox.blobs import DirectoryBlobStore
+from inbox.bridge_stats import EMAIL_BRIDGE, bridge_stats
 from inbox.db import Database, open_database
 from inbox.errors import AddressError, InboxError, NotFound
 from inbox.message import Folder
@@ -498,6 +499,80 @@ def cmd_dev_send_sms(args: argparse.Namespace) -> int:
     return 0 if status == 200 else 1
 
 
+def _bridge_config(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What an operator checks first about each bridge; no secret values, only
+    whether they are set."""
+    twilio, smtp = settings.bridges.twilio, settings.smtp
+    return {
+        "twilio": {
+            "enabled": twilio.enabled,
+            "webhook_url": f"{settings.http.public_url}/bridges/twilio/sms",
+            "status_callback_url": f"{settings.http.public_url}/bridges/twilio/status",
+            "account_sid": twilio.account_sid,
+            "auth_token_set": bool(twilio.auth_token.get_secret_value()),
+            "webhook_shared_keys": sorted(twilio.webhook_shared_keys),
+            "api_base_url": twilio.api_base_url,
+            "media_hosts": list(twilio.media_hosts),
+            "media_max_bytes": twilio.media_max_bytes,
+            "service_number": twilio.service_number or None,
+        },
+        "email": {
+            "enabled": smtp.enabled,
+            "listen": smtp.listen,
+            "hostname": smtp.hostname,
+            "max_message_bytes": smtp.max_message_bytes,
+            "starttls": smtp.tls_cert is not None,
+            "require_email_auth": settings.optin.require_email_auth,
+            "outbound_relay": settings.email_out.relay if settings.email_out.enabled else None,
+        },
+    }
+
+
+def _hours(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 24 * 366:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of hours from 1 to 8784, got {value!r}"
+        )
+    return int(value)
+
+
+def cmd_bridges_status(args: argparse.Namespace) -> int:
+    window = timedelta(hours=args.hours)
+    with _session(args) as (settings, db):
+        stats = bridge_stats(db, ("twilio", EMAIL_BRIDGE), window)
+    config = _bridge_config(settings)
+    report = [{**s.as_json(), "config": config[s.bridge]} for s in stats]
+
+    def text() -> str:
+        lines = []
+        for item in report:
+            state = "enabled" if item["config"]["enabled"] else "disabled"
+            lines.append(f"{item['bridge']} ({state})")
+            received = ", ".join(f"{k} {v}" for k, v in sorted(item["received"].items()))
+            lines.append(f"  received: {received or 'nothing'}")
+            lines.append(f"  received in the last {args.hours} h: {item['received_recent']}")
+            if item["sent"]:
+                sent = ", ".join(f"{k} {v}" for k, v in sorted(item["sent"].items()))
+                lines.append(f"  sent: {sent}")
+            lines.append(
+                f"  attachments pending {item['attachments_pending']}, "
+                f"failed {item['attachments_failed']}"
+            )
+            if item["bridge"] == EMAIL_BRIDGE:
+                lines.append(f"  raw emails waiting to be parsed: {item['raw_pending']}")
+            error = item["last_error"]
+            lines.append(
+                f"  last error: {error['at']} {error['what']}" if error else "  last error: none"
+            )
+            for key, value in item["config"].items():
+                if key != "enabled":
+                    lines.append(f"  {key} = {value}")
+        return "\n".join(lines)
+
+    _print(args, {"bridges": report}, text)
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------
 
 
@@ -607,6 +682,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user_id", metavar="USER_ID")
     p.add_argument(
         "--untrust", action="store_true", help="also remove trust entries that came from it"
+    )
+
+    bridges = sub.add_parser("bridges", help="provider bridges").add_subparsers(
+        dest="bridges_cmd", required=True
+    )
+    p = add(bridges, "status", cmd_bridges_status, "per-bridge counts, last error, config summary")
+    p.add_argument(
+        "--hours", type=_hours, default=24, metavar="HOURS", help="what counts as recent (24)"
     )
 
     dev = sub.add_parser("dev", help="development helpers").add_subparsers(
