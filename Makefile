@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/smtp.py
 	$(BIN)/python bench/trust_list.py
 	$(BIN)/python bench/mms.py
+	$(BIN)/python bench/messages_api.py
+	$(BIN)/python bench/sse.py
 
 lock: $(STAMP)
 	{ printf '# Pinned versions for every fresh install (runtime and development tools).\n# Regenerate: make lock\n'; \

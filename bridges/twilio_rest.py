@@ -49,6 +49,12 @@ USER_AGENT_EXTENSION = "optmsg-gateway"
 UNSUBSCRIBED = 21610  # the recipient replied STOP to this sender
 REGION_NOT_ENABLED = 21408  # the account's geographic permissions exclude the recipient
 AUTHENTICATE = 20003  # Twilio could not authenticate the request
+# Twilio will not delete a message it is still processing (a minute or more after it
+# was sent or received); the same request succeeds later.
+NOT_YET_DELETABLE = 20009
+# A Message SID: SM (SMS) or MM (MMS) and 32 hex digits. Checked before it goes into
+# a URL path (the SDK does not escape it).
+_MESSAGE_SID = re.compile(r"(?:SM|MM)[0-9a-fA-F]{32}")
 MAX_REASON = 300  # characters of a provider's message kept in a reason
 _SDK_PREFIX = "Unable to create record"  # what the SDK puts before Twilio's message
 _RETRYABLE_4XX = frozenset({408, 429})
@@ -74,6 +80,12 @@ class SentMessage:
 
     sid: str
     status: str
+
+
+def is_message_sid(value: str) -> bool:
+    """True when ``value`` is a Twilio Message SID (not a placeholder such as the
+    ``pending:``/``draft:`` ids of messages Twilio has not been handed)."""
+    return _MESSAGE_SID.fullmatch(value) is not None
 
 
 class SendFailed(BridgeError):
@@ -159,6 +171,9 @@ class _Connection:
 
     def delete_media(self, message_sid: str, media_sid: str) -> bool:
         return bool(self._messages(message_sid).media(media_sid).delete())
+
+    def delete_message(self, message_sid: str) -> bool:
+        return bool(self._messages(message_sid).delete())
 
     def close(self) -> None:
         self._http.close()
@@ -275,6 +290,30 @@ class TwilioSender:
         except requests.RequestException as exc:
             raise _transport_failure(exc) from exc
 
+    def delete_message(self, message_sid: str) -> None:
+        """Delete a message (and with it its media) from the Twilio account. SendFailed
+        when Twilio refused or was unreachable: ``http_status`` 404 when Twilio has no
+        such message (already deleted); retryable when Twilio is still processing it
+        (error 20009), besides the usual 5xx, 408, 429 and connection failures."""
+        if not self._account_sid or not self._auth_token:
+            raise SendFailed("Twilio is not configured on this gateway.", retryable=False)
+        if not is_message_sid(message_sid):
+            raise SendFailed("Not a Twilio message SID.", retryable=False)
+        try:
+            with self._connection() as connection:
+                connection.delete_message(message_sid)
+        except TwilioRestException as exc:
+            raise self._http_failure(
+                exc.status,
+                exc.code,
+                _strip_sdk_prefix(exc.msg),
+                retry_codes=frozenset({NOT_YET_DELETABLE}),
+            ) from None
+        except TwilioException as exc:
+            raise SendFailed(self._clean(str(exc) or type(exc).__name__), retryable=False) from None
+        except requests.RequestException as exc:
+            raise _transport_failure(exc) from exc
+
     def close(self) -> None:
         """Close the pooled connections. The sender stays usable (it reconnects)."""
         with self._lock:
@@ -308,7 +347,14 @@ class TwilioSender:
             text = text[: MAX_REASON - 1].rstrip() + "…"
         return text
 
-    def _http_failure(self, status: object, code: object, message: str) -> SendFailed:
+    def _http_failure(
+        self,
+        status: object,
+        code: object,
+        message: str,
+        *,
+        retry_codes: frozenset[int] = frozenset(),
+    ) -> SendFailed:
         http_status = status if isinstance(status, int) else None
         # The SDK reports the HTTP status as the code when Twilio's answer had none.
         twilio_code = code if isinstance(code, int) and code != http_status else None
@@ -317,6 +363,8 @@ class TwilioSender:
             retryable = True
         else:
             retryable = http_status >= 500 or http_status in _RETRYABLE_4XX
+        if twilio_code in retry_codes:
+            retryable = True
         error = f"Twilio error {twilio_code}" if twilio_code is not None else None
         if http_status in (401, 403) and twilio_code in (None, AUTHENTICATE):
             reason = (

@@ -90,6 +90,47 @@ class HttpSettings(_Section):
             raise ValueError("must not contain a query or fragment")
         return v.rstrip("/")
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_cors_origins(cls, v: list[str]) -> list[str]:
+        return [_origin(item) for item in v]
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(value: str) -> str:
+    """A web origin as browsers send it in ``Origin``: scheme://host[:port], lower case,
+    the scheme's default port left out. "*" is refused: the API serves the operator's
+    own web apps, and each should be named, so that allowing another is a decision."""
+    if value.strip() == "*":
+        raise ValueError('"*" is not accepted; list each web app\'s origin')
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or not parts.hostname.isascii()
+        or parts.username is not None
+        or port == -1
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or value.endswith("?")
+        or value.endswith("#")
+    ):
+        raise ValueError(
+            f"{value!r} is not an origin: expected scheme://host[:port] "
+            "(http or https, an ASCII or punycode host, no path), e.g. https://app.example.com"
+        )
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
 
 class SmtpSettings(_Section):
     enabled: bool = True
@@ -281,6 +322,15 @@ class AuthSettings(_Section):
     codes_per_number: int = Field(default=5, ge=1, le=1000)
     codes_per_ip: int = Field(default=20, ge=1, le=100_000)
     attempts_per_ip: int = Field(default=50, ge=1, le=100_000)
+    # Keys the HMAC that replaces numbers and IPs in rate-limit keys (Redis never
+    # holds a number). Empty: a random key per process, fine without Redis; gateway
+    # processes sharing a Redis need the same value.
+    limit_key: SecretStr = SecretStr("")
+    # A token's owner is remembered this long by each gateway process, so that most
+    # API requests need no token lookup. Revoking a token or deleting the account
+    # through the API takes effect at once in the process that handled it; on other
+    # gateway processes, and for suspensions (CLI), within this many seconds. 0: off.
+    token_cache_s: float = Field(default=5.0, ge=0, le=60)
 
 
 class PrivacySettings(_Section):
@@ -302,11 +352,41 @@ class EmailOutSettings(_Section):
     password: SecretStr = SecretStr("")
     starttls: bool = True
     timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # Attachments of an email draft: all of them together at most this many bytes,
+    # and only these media types ("type/*" allowed; empty: the built-in list).
+    max_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
+    attachment_types: list[str] = Field(default_factory=list)
 
     @field_validator("relay")
     @classmethod
     def _check_relay(cls, v: str) -> str:
         return _host_port(v)
+
+    @field_validator("attachment_types")
+    @classmethod
+    def _check_attachment_types(cls, v: list[str]) -> list[str]:
+        return TwilioSettings._check_media_types(v)
+
+
+class EventsSettings(_Section):
+    """Live updates to connected clients (GET /api/v1/events, Server-Sent Events)."""
+
+    # Events are kept this long for clients that reconnect with Last-Event-ID; one
+    # further behind is told to refetch (a ``reset`` event).
+    keep_hours: int = Field(default=24, ge=1, le=24 * 30)
+    # Open streams per user on one gateway process; one more is answered 429.
+    max_clients_per_user: int = Field(default=10, ge=1, le=10_000)
+    # Events replayed to a reconnecting client before it is told to refetch instead.
+    replay_max: int = Field(default=500, ge=1, le=100_000)
+    # A comment line this often keeps proxies from closing an idle stream; the
+    # stream's token is checked again at the same pace (a revoked one ends it).
+    keepalive_s: float = Field(default=15.0, ge=1, le=300)
+    # How often each process looks for events written elsewhere (the CLI, workers,
+    # another gateway process without Redis).
+    poll_interval_s: float = Field(default=2.0, ge=0.1, le=60)
+    # The Redis pub/sub channel that carries "user X has new events" between gateway
+    # processes when redis.url is set.
+    redis_channel: str = Field(default="optmsg:events", min_length=1, max_length=100)
 
 
 class LogSettings(_Section):
@@ -336,6 +416,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     email_out: EmailOutSettings = Field(default_factory=EmailOutSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

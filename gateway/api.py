@@ -13,7 +13,14 @@ from urllib.parse import quote
 from aiohttp import web
 
 from bridges.sanitize import safe_filename
-from gateway import outbound
+from gateway import (
+    api_accounts,
+    api_conversations,
+    api_drafts,
+    api_exports,
+    events_route,
+    outbound,
+)
 from gateway.api_support import (
     API_PREFIX,
     USER_ID,
@@ -35,6 +42,7 @@ from gateway.keys import BLOBS, DATABASE, JOBS, SETTINGS
 from gateway.media_jobs import media_policy
 from gateway.openapi import openapi_document
 from gateway.problems import problem
+from gateway.provider_delete import provider_sid
 from inbox import store
 from inbox.addresses import E164
 from inbox.blobs import BlobStore
@@ -107,9 +115,12 @@ async def patch_message(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_message(request: web.Request) -> web.StreamResponse:
+    """Delete the message here; with ``?provider=true`` also ask for Twilio's copy to
+    be deleted (a job, after the commit: the answer does not wait for Twilio)."""
+    provider = query_bool(request, "provider", False)  # before anything is deleted
     message_id = _message_id(request)
     try:
-        await in_pool(
+        deleted = await in_pool(
             request,
             store.delete_message,
             db_of(request),
@@ -119,6 +130,12 @@ async def delete_message(request: web.Request) -> web.StreamResponse:
         )
     except NotFound:
         return problem(404, "no such message")
+    sid = provider_sid(deleted) if provider else None
+    if sid is not None:
+        try:
+            await in_pool(request, request.config_dict[JOBS].enqueue_provider_delete, sid)
+        except Exception:  # noqa: BLE001 - deleted here; the provider copy is best effort
+            log.warning("could not enqueue the provider delete of %s", sid)
     return web.Response(status=204)
 
 
@@ -480,10 +497,20 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     )
 
 
+#: Route modules of further parts of the API: each has ``add_routes(router)``.
+ROUTE_MODULES: tuple[Any, ...] = (
+    api_exports,
+    events_route,
+    api_drafts,
+    api_conversations,
+    api_accounts,
+)
+
+
 def api_app() -> web.Application:
     """The client API as a sub-application, so that its middleware (token checks)
     runs for API requests only and never on the provider webhooks' hot path."""
-    api = web.Application(middlewares=[bearer_auth, api_problems])
+    api = web.Application(middlewares=[bearer_auth, events_route.notify_after_writes, api_problems])
     api.router.add_get("/openapi.json", openapi)
     api.router.add_get("/messages", list_messages)
     api.router.add_post("/messages", send_message)
@@ -502,4 +529,6 @@ def api_app() -> web.Application:
     api.router.add_post("/screener/allow", screener_allow)
     api.router.add_post("/screener/block", screener_block)
     api.router.add_post("/screener/undo", screener_undo)
+    for module in ROUTE_MODULES:
+        module.add_routes(api.router)
     return api

@@ -4,15 +4,20 @@ parsing (JSON bodies with limits, paging parameters), ETags and the read pool.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 
-from gateway.keys import DATABASE, READ_POOL, SETTINGS
+from gateway.accounts import TOKEN_USE_INTERVAL_S
+from gateway.keys import AUTH, DATABASE, READ_POOL, SETTINGS
 from gateway.problems import problem
 from inbox import store
 from inbox.db import Database
@@ -20,10 +25,13 @@ from inbox.errors import NotFound
 
 API_PREFIX = "/api/v1"
 USER_ID = web.RequestKey("user_id", str)
+#: The id of the token the request came with (sign-out revokes it).
+TOKEN_ID = web.RequestKey("token_id", str)
 _PUBLIC = frozenset({f"{API_PREFIX}/openapi.json"})
 #: Sign-up and sign-in happen before the client has a token.
 PUBLIC_PREFIX = f"{API_PREFIX}/auth/"
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,13 +56,33 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return unauthorized("missing bearer token")
-    user_id = await in_pool(
-        request, store.user_for_token, request.config_dict[DATABASE], token.strip()
-    )
-    if user_id is None:
-        return unauthorized("invalid or revoked token")
-    request[USER_ID] = user_id
+    token = token.strip()
+    cache = request.config_dict[AUTH].tokens
+    digest = store.hash_token(token)
+    owner = cache.get(digest)
+    if owner is None:
+        owner = await in_pool(request, store.token_owner, request.config_dict[DATABASE], token)
+        if owner is None:
+            return unauthorized("invalid or revoked token")
+        cache.put(digest, owner)
+    if owner.suspended:
+        return problem(403, "account suspended: the operator has suspended this account")
+    request[USER_ID] = owner.user_id
+    request[TOKEN_ID] = owner.token_id
+    note_token_use(request, digest, owner)
     return await handler(request)
+
+
+def note_token_use(request: web.Request, digest: str, owner: store.TokenOwner) -> None:
+    """Note the token's use in memory when its last use is over a minute old; the app
+    writes noted uses every few seconds (gateway.accounts.flush_token_use). The
+    cached owner gets the new time, so that the next requests do not note it again."""
+    now = datetime.now(UTC)
+    last = owner.last_used_at
+    if last is None or (now - last).total_seconds() >= TOKEN_USE_INTERVAL_S:
+        runtime = request.config_dict[AUTH]
+        runtime.token_use.note(owner.token_id, now)
+        runtime.tokens.refresh(digest, dataclasses.replace(owner, last_used_at=now))
 
 
 class ApiProblem(Exception):
@@ -100,7 +128,7 @@ def not_modified(request: web.Request, etag: str) -> bool:
 
 def json_with_etag(request: web.Request, data: Any, *, conditional: bool = True) -> web.Response:
     """``data`` as JSON with its ETag; 304 with no body when the client has it already."""
-    body = json.dumps(data).encode("utf-8")
+    body = orjson.dumps(data)
     etag = etag_of(body)
     if conditional and not_modified(request, etag):
         response = web.Response(status=304)
@@ -146,7 +174,10 @@ async def fetch_page(
 
 
 def page_response(page: store.Page) -> web.Response:
-    return web.json_response({"items": page.items, "next": page.next})
+    return web.Response(
+        body=orjson.dumps({"items": page.items, "next": page.next}),
+        content_type="application/json",
+    )
 
 
 def query_bool(request: web.Request, name: str, default: T) -> bool | T:

@@ -16,9 +16,18 @@ from bridges.dns import Resolver, SystemResolver
 from bridges.media import HostResolver
 from bridges.twilio import SignatureVerifier, TwilioBridge
 from config import Settings
-from gateway import api, api_support, health, media_route, webhooks
-from gateway.jobs import Jobs
+from gateway import api, api_support, cors, health, live, media_route, webhooks
+from gateway.accounts import (
+    TOKEN_USE_FLUSH_S,
+    AuthRuntime,
+    build_auth_runtime,
+    flush_token_use,
+)
+from gateway.drafts_send import pending_emails
+from gateway.job_metrics import PoolUse
+from gateway.jobs import EXPORT_TIME_LIMIT_MS, Jobs
 from gateway.keys import (
+    AUTH,
     BLOBS,
     COMMITTER,
     DATABASE,
@@ -32,6 +41,7 @@ from gateway.keys import (
     TWILIO,
     Runtime,
 )
+from gateway.live import EventHub
 from gateway.mail import run_mail
 from gateway.media_jobs import MediaAwareIngest, sweep_pending_media
 from gateway.media_urls import MEDIA_PATH
@@ -39,8 +49,10 @@ from gateway.metrics import Metrics
 from gateway.outbound import SEND_SWEEP_GRACE_S, pending_sends
 from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
+from gateway.request_ids import request_ids
 from gateway.retention import run_retention
 from gateway.sms_commands import SmsCommands
+from inbox import export
 from inbox.blobs import BlobStore, DirectoryBlobStore
 from inbox.committer import GroupCommitter
 from inbox.db import Database, checkpoint, open_database
@@ -56,6 +68,9 @@ MEDIA_SWEEP_INTERVAL_S = 60.0
 MEDIA_SWEEP_GRACE_S = 60.0
 # How often the WAL is folded back into the SQLite file (see inbox.db.checkpoint).
 CHECKPOINT_INTERVAL_S = 1.0
+# An export still pending this long lost its job (a build may take up to the job's
+# time limit, so a slow one is not started twice).
+EXPORT_SWEEP_GRACE_S = EXPORT_TIME_LIMIT_MS / 1000 + 600.0
 
 
 @web.middleware
@@ -97,6 +112,18 @@ def _twilio_bridge(settings: Settings) -> TwilioBridge:
         max_body_bytes=settings.http.max_webhook_bytes,
         help_reply=tw.help_reply,
     )
+
+
+async def _flush_token_use_periodically(
+    runtime: AuthRuntime, db: Database, pool: ThreadPoolExecutor
+) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(TOKEN_USE_FLUSH_S)
+        try:
+            await loop.run_in_executor(pool, flush_token_use, runtime.token_use, db)
+        except Exception:
+            log.exception("recording token use failed; will retry")
 
 
 async def _checkpoint_periodically(db: Database, pool: ThreadPoolExecutor) -> None:
@@ -147,6 +174,22 @@ async def _sweep_media_periodically(
                 await loop.run_in_executor(pool, jobs.enqueue_send, message_id)
             if sends:
                 log.info("send sweeper: %d message(s) enqueued again", len(sends))
+            exports = await loop.run_in_executor(
+                pool,
+                functools.partial(export.pending_exports, db, older_than_s=EXPORT_SWEEP_GRACE_S),
+            )
+            for export_id in exports:
+                await loop.run_in_executor(pool, jobs.enqueue_export, export_id)
+            if exports:
+                log.info("export sweeper: %d export(s) enqueued again", len(exports))
+            emails = await loop.run_in_executor(
+                pool,
+                functools.partial(pending_emails, db, older_than_s=SEND_SWEEP_GRACE_S),
+            )
+            for message_id in emails:
+                await loop.run_in_executor(pool, jobs.enqueue_email, message_id)
+            if emails:
+                log.info("send sweeper: %d email(s) enqueued again", len(emails))
         except Exception:
             log.exception("media sweep failed; will retry")
 
@@ -165,7 +208,7 @@ def create_app(
     ``worker`` runs background jobs in this process (always, without Redis);
     ``media_resolver`` resolves media hosts (tests map names to 127.0.0.1)."""
     app = web.Application(
-        middlewares=[errors_as_problems],
+        middlewares=[request_ids, errors_as_problems],
         # The largest body any route accepts; each handler enforces its own limit.
         client_max_size=max(
             settings.http.max_webhook_bytes,
@@ -180,6 +223,7 @@ def create_app(
     pipeline = IngestPipeline(Policy(require_email_auth=settings.optin.require_email_auth))
     # Every writer of this process takes turns through one lock (see GroupCommitter).
     write_lock = asyncio.Lock()
+    hub = EventHub(settings, db, pool)
     committer: GroupCommitter[Inbound, IngestResult] = GroupCommitter(
         db.write,
         pipeline.process,
@@ -187,6 +231,7 @@ def create_app(
         lock_timeout=settings.database.busy_timeout_ms / 1000,
         write_lock=write_lock,
         name="ingest-writer",
+        on_commit=lambda results: hub.notify(r.user_id for r in results if r.user_id),
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
@@ -194,10 +239,17 @@ def create_app(
     app[READ_POOL] = pool
     app[COMMITTER] = committer
     app[BLOBS] = DirectoryBlobStore(settings.storage.blob_dir)
-    jobs = Jobs(settings, db, app[BLOBS], media_resolver=media_resolver)
+    jobs = Jobs(
+        settings, db, app[BLOBS], media_resolver=media_resolver, registry=app[METRICS].registry
+    )
+    app[METRICS].registry.register(jobs.queue_depth())
+    engines = {"read": db.read} if db.read is db.write else {"read": db.read, "write": db.write}
+    app[METRICS].registry.register(PoolUse(engines))
     app[JOBS] = jobs
     ingest = MediaAwareIngest(committer.submit, jobs, pool)
     app[INGEST] = ingest
+    auth_runtime = build_auth_runtime(settings)
+    app[AUTH] = auth_runtime
     runtime = Runtime()
     app[RUNTIME] = runtime
     dns = resolver or SystemResolver(timeout=settings.smtp.dns_timeout_s)
@@ -216,6 +268,9 @@ def create_app(
                 _sweep_media_periodically(settings, db, jobs, pool), name="media-sweeper"
             )
             checkpointer = asyncio.create_task(_checkpoint_periodically(db, pool))
+            token_use = asyncio.create_task(
+                _flush_token_use_periodically(auth_runtime, db, pool), name="token-use"
+            )
             retention = asyncio.create_task(
                 _retention_periodically(settings, db, app[BLOBS], pool), name="retention"
             )
@@ -235,7 +290,7 @@ def create_app(
                         )
                     )
                 yield
-            for task in (checkpointer, retention, sweeper):
+            for task in (checkpointer, retention, sweeper, token_use):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -243,6 +298,11 @@ def create_app(
             # Commit what was submitted before the event loop goes away.
             await committer.stop()
             await loop.run_in_executor(None, jobs.stop)
+            try:
+                await loop.run_in_executor(pool, flush_token_use, auth_runtime.token_use, db)
+            except Exception:
+                log.exception("recording token use at shutdown failed")
+            await auth_runtime.close()
             pool.shutdown(wait=True)
             db.dispose()
 
@@ -259,4 +319,6 @@ def create_app(
         app.router.add_post("/bridges/twilio/status", webhooks.twilio_status)
         app.router.add_get(f"{MEDIA_PATH}/{{attachment_id}}", media_route.serve_outbound_media)
     app.add_subapp(api_support.API_PREFIX, api.api_app())
+    live.install(app, hub)
+    cors.install(app, settings.http.cors_origins)
     return app

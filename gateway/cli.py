@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis
 import sqlalchemy as sa
 
 from config import ConfigError, Settings, load_settings
-from gateway import devtools
+from gateway import devtools, erasure
 from gateway.logs import configure_logging
 from gateway.retention import run_retention
-from inbox import store
+from inbox import export, privacy_retention, store, suspension
 from inbox.addresses import parse_email, parse_in_regions, parse_phone
 from inbox.blobs import DirectoryBlobStore
 from inbox.bridge_stats import EMAIL_BRIDGE, bridge_stats
@@ -110,7 +111,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.redis.url:
         raise UsageError("redis.url is empty: `optmsg serve` runs the jobs itself without Redis")
-    run_worker(settings)
+    run_worker(settings, metrics_listen=args.metrics)
     return 0
 
 
@@ -176,6 +177,27 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_add_address(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if bool(args.sms_number) == bool(args.email_address):
+        raise UsageError("give exactly one of --sms-number and --email-address")
+    address: Any
+    if args.sms_number:
+        address, kind = (
+            _phone(args.sms_number, settings.optin.default_region, "--sms-number"),
+            "sms",
+        )
+    else:
+        try:
+            address, kind = parse_email(args.email_address), "email"
+        except AddressError as exc:
+            raise UsageError(f"--email-address: {exc.reason}") from None
+    with _session(args) as (_, db):
+        user = store.add_address(db, args.user_id, address, kind)
+    _print(args, user.as_json(), f"{address} now routes to user {user.id}")
+    return 0
+
+
 def cmd_users_list(args: argparse.Namespace) -> int:
     with _session(args) as (_, db):
         users = store.list_users(db)
@@ -195,8 +217,88 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 def cmd_users_delete(args: argparse.Namespace) -> int:
     with _session(args) as (settings, db):
-        store.delete_user(db, DirectoryBlobStore(settings.storage.blob_dir), args.user_id)
+        try:
+            erasure.delete_account(
+                settings, db, DirectoryBlobStore(settings.storage.blob_dir), args.user_id
+            )
+        except redis.RedisError as exc:
+            raise InboxError(
+                f"user {args.user_id} deleted from the database, but not their Redis keys "
+                f"({exc}); run this command again once Redis is reachable"
+            ) from None
     _print(args, {"deleted": args.user_id}, f"deleted user {args.user_id} and all their data")
+    return 0
+
+
+def _suspend(args: argparse.Namespace, suspended: bool) -> int:
+    with _session(args) as (_, db):
+        user = suspension.set_suspended(db, args.user_id, suspended)
+    state = f"suspended since {user.suspended_at:%Y-%m-%d %H:%M}" if user.suspended_at else "active"
+    _print(args, user.as_json(), f"user {user.id} is {state}")
+    return 0
+
+
+def cmd_users_suspend(args: argparse.Namespace) -> int:
+    return _suspend(args, True)
+
+
+def cmd_users_unsuspend(args: argparse.Namespace) -> int:
+    return _suspend(args, False)
+
+
+def cmd_users_export(args: argparse.Namespace) -> int:
+    """Write the user's archive (the one the user can request) to --out, now."""
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"--out: {out} exists (--force replaces it)")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out: the directory {out.parent} does not exist")
+    with _session(args) as (settings, db):
+        blobs = DirectoryBlobStore(settings.storage.blob_dir)
+        tmp = out.with_name(f".{out.name}.partial")
+        try:
+            with tmp.open("wb") as fh:
+                export.write_archive(db, blobs, args.user_id, fh)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    size = out.stat().st_size
+    _print(
+        args,
+        {"user_id": args.user_id, "path": str(out), "size": size},
+        f"wrote the data of user {args.user_id} to {out} ({size:,} bytes)",
+    )
+    return 0
+
+
+def cmd_abuse_list(args: argparse.Namespace) -> int:
+    with _session(args) as (_, db):
+        flags = privacy_retention.list_flags(db)
+    data = {"items": [f.as_json() for f in flags], "next": None}
+
+    def text() -> str:
+        if not flags:
+            return "no flagged IP addresses"
+        return "\n".join(
+            f"{f.ip}  {','.join(f.reasons)}  x{f.count}  "
+            f"{f.first_seen:%Y-%m-%d %H:%M} .. {f.last_seen:%Y-%m-%d %H:%M}"
+            for f in flags
+        )
+
+    _print(args, data, text)
+    return 0
+
+
+def cmd_abuse_clear(args: argparse.Namespace) -> int:
+    with _session(args) as (_, db):
+        cleared = privacy_retention.clear_flag(db, args.ip)
+    if not cleared:
+        raise NotFound(f"{args.ip} is not flagged")
+    _print(
+        args,
+        {"ip": args.ip, "cleared": cleared},
+        f"{args.ip} is no longer flagged; its log entries are purged like any other",
+    )
     return 0
 
 
@@ -207,6 +309,43 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
         args,
         {"id": token_id, "user_id": args.user_id, "token": token},
         f"{token}\n(shown once; only its hash is stored)",
+    )
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    with _session(args) as (_, db):
+        store.get_user(db, args.user_id)  # NotFound for an unknown user
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = store.list_tokens(db, args.user_id, limit=store.MAX_PAGE, cursor=cursor)
+            items += page.items
+            if page.next is None:
+                break
+            cursor = page.next
+
+    def text() -> str:
+        if not items:
+            return "no tokens"
+        return "\n".join(
+            f"{t['id']}  {t['device']}  created {t['created_at']}  "
+            f"last used {t['last_used_at'] or 'never'}"
+            for t in items
+        )
+
+    _print(args, {"items": items, "next": None}, text)
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    with _session(args) as (_, db):
+        user_id = store.token_user(db, args.token_id)
+        store.revoke_token(db, user_id, args.token_id)
+    _print(
+        args,
+        {"id": args.token_id, "user_id": user_id, "revoked": True},
+        f"token {args.token_id} revoked; its device is signed out",
     )
     return 0
 
@@ -528,6 +667,15 @@ def _bridge_config(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def _listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT such as 127.0.0.1:9101, got {value!r}"
+        )
+    return value
+
+
 def _hours(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 24 * 366:
         raise argparse.ArgumentTypeError(
@@ -598,7 +746,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run background jobs in this process: `optmsg worker` processes "
         "consume them from Redis (needs redis.url)",
     )
-    add(sub, "worker", cmd_worker, "run background jobs (MMS media) from the Redis broker")
+    p = add(sub, "worker", cmd_worker, "run background jobs from the Redis broker")
+    p.add_argument(
+        "--metrics",
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help="serve this worker's Prometheus /metrics there (jobs, queue depth, pool)",
+    )
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
     add(db, "upgrade", cmd_db_upgrade, "apply migrations")
@@ -616,9 +770,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phone", required=True, help="the user's own mobile number")
     p.add_argument("--sms-number", help="OptMsg number whose inbound SMS go to this user")
     p.add_argument("--email-address", help="address whose inbound email goes to this user")
+    p = add(users, "add-address", cmd_users_add_address, "route an OptMsg number or address")
+    p.add_argument("user_id", metavar="ID")
+    p.add_argument("--sms-number", help="OptMsg number whose inbound SMS go to this user")
+    p.add_argument("--email-address", help="address whose inbound email goes to this user")
     add(users, "list", cmd_users_list, "list users")
     p = add(users, "delete", cmd_users_delete, "delete a user and all their data")
     p.add_argument("user_id", metavar="ID")
+    p = add(users, "suspend", cmd_users_suspend, "suspend an account (breach of terms)")
+    p.add_argument("user_id", metavar="ID")
+    p = add(users, "unsuspend", cmd_users_unsuspend, "lift a suspension")
+    p.add_argument("user_id", metavar="ID")
+    p = add(users, "export", cmd_users_export, "write a user's data archive (zip) to a file")
+    p.add_argument("user_id", metavar="ID")
+    p.add_argument("--out", required=True, metavar="FILE.zip")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    abuse = sub.add_parser("abuse", help="IP addresses flagged for abuse").add_subparsers(
+        dest="abuse_cmd", required=True
+    )
+    add(abuse, "list", cmd_abuse_list, "list flagged IPs (kept past the IP purge)")
+    p = add(abuse, "clear", cmd_abuse_clear, "remove the flags of an IP")
+    p.add_argument("ip", metavar="IP")
 
     tokens = sub.add_parser("tokens", help="API tokens").add_subparsers(
         dest="tokens_cmd", required=True
@@ -626,6 +799,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(tokens, "create", cmd_tokens_create, "issue a client API token")
     p.add_argument("user_id", metavar="USER_ID")
     p.add_argument("--name", default="cli", help="label shown in the user's device list")
+    p = add(tokens, "list", cmd_tokens_list, "list a user's tokens (signed-in devices)")
+    p.add_argument("user_id", metavar="USER_ID")
+    p = add(tokens, "revoke", cmd_tokens_revoke, "revoke a token (sign its device out)")
+    p.add_argument("token_id", metavar="TOKEN_ID")
 
     optin = sub.add_parser("optin", help="trusted senders").add_subparsers(
         dest="optin_cmd", required=True

@@ -33,6 +33,7 @@ from inbox import raw_store
 from inbox.addresses import Address, EmailAddress, SenderId, parse_email
 from inbox.blobs import BlobStore
 from inbox.committer import GroupCommitter
+from inbox.conversations import email_thread_key
 from inbox.db import Database
 from inbox.errors import AddressError
 from inbox.message import Channel, Inbound, IngestResult
@@ -208,6 +209,13 @@ class EmailIngest:
             if attachment.content is not None:
                 self._blobs.put(attachment.content)
         message_id = (parsed.message_id if parsed is not None else None) or "-"
+        # Without any Message-ID the message is a thread of its own (keyed by its bytes).
+        thread = email_thread_key(
+            parsed.message_id if parsed is not None else None,
+            parsed.in_reply_to if parsed is not None else None,
+            parsed.references if parsed is not None else (),
+            fallback=f"sha256:{raw.sha256}",
+        )
         inbounds = tuple(
             Inbound(
                 bridge=BRIDGE,
@@ -225,6 +233,7 @@ class EmailIngest:
                 auth=outcome.auth,
                 hold_reason=hold,
                 raw_id=raw.id,
+                conversation=thread,
             )
             for recipient in raw.recipients
         )

@@ -14,18 +14,25 @@ in one process each have their own.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
+from prometheus_client import CollectorRegistry
 
 from bridges.media import HostResolver
+from bridges.smtp_relay import SmtpRelay
 from bridges.twilio_rest import TwilioSender
 from config import Settings
+from gateway.drafts_send import deliver_email
+from gateway.job_metrics import JobMetrics, QueueDepth
 from gateway.media_jobs import fetch_message_media
 from gateway.outbound import deliver_sms
+from gateway.provider_delete import delete_provider_copy
+from inbox import export
 from inbox.blobs import BlobStore
 from inbox.db import Database
 
@@ -33,10 +40,18 @@ log = logging.getLogger(__name__)
 
 MEDIA_QUEUE = "media"
 SEND_QUEUE = "send"
+EXPORT_QUEUE = "export"
+QUEUES = (MEDIA_QUEUE, SEND_QUEUE, EXPORT_QUEUE)
+# An archive of a large account takes a while (it is written from the blob files).
+EXPORT_TIME_LIMIT_MS = 60 * 60 * 1000
+EXPORT_ATTEMPTS = 3
 # Sends are retried with backoff (1 s .. 5 min) on 5xx, 429 and connection errors,
 # about 20 minutes in all, then marked failed with the provider's error.
 SEND_ATTEMPTS = 8
 SEND_TIMEOUT_S = 15.0
+# Twilio refuses to delete a message it is still processing and asks to wait a minute
+# or more: provider deletes back off from a minute up to an hour (about 2 h in all).
+PROVIDER_DELETE_ATTEMPTS = 8
 # An unacked message of a worker that died is handed to another after this long
 # (dramatiq's default of 60 s plus rare maintenance left jobs stuck for minutes).
 HEARTBEAT_TIMEOUT_MS = 15_000
@@ -53,12 +68,17 @@ class Jobs:
         blobs: BlobStore,
         *,
         media_resolver: HostResolver | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
         self._db = db
         self._blobs = blobs
         self._media_resolver = media_resolver
-        middleware = [m() for m in default_middleware] + [CurrentMessage()]
+        middleware: list[dramatiq.Middleware] = [m() for m in default_middleware]
+        middleware.append(CurrentMessage())
+        if registry is not None:
+            # Job durations and outcomes, and the queues' depth, on /metrics.
+            middleware.append(JobMetrics(registry))
         self.broker: dramatiq.Broker
         if settings.redis.url:
             self.broker = RedisBroker(  # type: ignore[no-untyped-call]
@@ -70,8 +90,8 @@ class Jobs:
             )
         else:
             self.broker = StubBroker(middleware=middleware)
-        self.broker.declare_queue(MEDIA_QUEUE)
-        self.broker.declare_queue(SEND_QUEUE)
+        for queue in QUEUES:
+            self.broker.declare_queue(queue)
         tw = settings.bridges.twilio
         self._media_attempts = tw.media_attempts
         self.fetch_media: dramatiq.Actor[[str], None] = dramatiq.actor(
@@ -99,6 +119,47 @@ class Jobs:
             max_backoff=300_000,
             time_limit=int(SEND_TIMEOUT_S * 1000 * 3),
         )(self._send_sms)
+        self.build_export: dramatiq.Actor[[str], None] = dramatiq.actor(
+            broker=self.broker,
+            actor_name="build_export",
+            queue_name=EXPORT_QUEUE,
+            # Only database trouble is retried: unreadable data marks the export failed.
+            max_retries=EXPORT_ATTEMPTS - 1,
+            min_backoff=5_000,
+            max_backoff=120_000,
+            time_limit=EXPORT_TIME_LIMIT_MS,
+        )(self._build_export)
+        out = settings.email_out
+        host, _, port = out.relay.rpartition(":")
+        self._relay = SmtpRelay(
+            host.strip("[]"),
+            int(port),
+            username=out.username,
+            password=out.password.get_secret_value(),
+            starttls=out.starttls,
+            timeout_s=out.timeout_s,
+            local_hostname=settings.smtp.hostname,
+        )
+        # Retried like SMS on a 4xx reply or a connection failure; a 5xx fails it.
+        self.send_email: dramatiq.Actor[[str], None] = dramatiq.actor(
+            broker=self.broker,
+            actor_name="send_email",
+            queue_name=SEND_QUEUE,
+            max_retries=SEND_ATTEMPTS - 1,
+            min_backoff=1_000,
+            max_backoff=300_000,
+            time_limit=int(out.timeout_s * 1000 * 4 + 10_000),
+        )(self._send_email)
+        # The payload is the provider's Message SID only: the message is deleted here.
+        self.delete_provider_message: dramatiq.Actor[[str], None] = dramatiq.actor(
+            broker=self.broker,
+            actor_name="delete_provider_message",
+            queue_name=SEND_QUEUE,
+            max_retries=PROVIDER_DELETE_ATTEMPTS - 1,
+            min_backoff=60_000,
+            max_backoff=3_600_000,
+            time_limit=int(SEND_TIMEOUT_S * 1000 * 3),
+        )(self._delete_provider_message)
         self._worker: dramatiq.Worker | None = None
 
     @property
@@ -133,6 +194,52 @@ class Jobs:
             last_attempt=retries >= SEND_ATTEMPTS - 1,
         )
 
+    def _build_export(self, export_id: str) -> None:
+        # A deleted account's export is gone with it: build() then returns None quietly.
+        record = export.build(
+            self._db,
+            self._blobs,
+            export.exports_dir(Path(self.settings.storage.blob_dir)),
+            export_id,
+            ttl=timedelta(hours=self.settings.privacy.export_ttl_hours),
+        )
+        if record is not None:
+            log.info("export %s: %s", export_id, record.state)
+
+    def queue_depth(self) -> QueueDepth:
+        """A /metrics collector of this broker's queues."""
+        return QueueDepth(self.broker, lambda: iter(QUEUES))
+
+    def enqueue_export(self, export_id: str) -> None:
+        """Ask for a pending export's archive to be built (blocking: Redis I/O)."""
+        self.build_export.send(export_id)
+
+    def _send_email(self, message_id: str) -> None:
+        current = CurrentMessage.get_current_message()
+        retries = int(current.options.get("retries", 0)) if current is not None else 0
+        deliver_email(
+            self._db,
+            self._blobs,
+            self._relay,
+            message_id,
+            last_attempt=retries >= SEND_ATTEMPTS - 1,
+        )
+
+    def _delete_provider_message(self, sid: str) -> None:
+        current = CurrentMessage.get_current_message()
+        retries = int(current.options.get("retries", 0)) if current is not None else 0
+        delete_provider_copy(
+            self._sender, sid, last_attempt=retries >= PROVIDER_DELETE_ATTEMPTS - 1
+        )
+
+    def enqueue_provider_delete(self, sid: str) -> None:
+        """Ask for a message to be deleted at Twilio (blocking: Redis I/O)."""
+        self.delete_provider_message.send(sid)
+
+    def enqueue_email(self, message_id: str) -> None:
+        """Ask for a pending outbound email to be handed to the SMTP relay."""
+        self.send_email.send(message_id)
+
     def enqueue_send(self, message_id: str) -> None:
         """Ask for a pending outbound message to be handed to the provider."""
         self.send_sms.send(message_id)
@@ -157,8 +264,3 @@ class Jobs:
     def __repr__(self) -> str:
         kind = "memory" if self.in_memory else "redis"
         return f"Jobs(broker={kind})"
-
-    def queue_sizes(self) -> dict[str, Any]:
-        if isinstance(self.broker, StubBroker):
-            return {q: self.broker.queues[q].qsize() for q in (MEDIA_QUEUE, SEND_QUEUE)}
-        return {}

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from bridges.twilio import TwilioBridge
 from config import Settings
+from gateway.accounts import AuthRuntime
 from gateway.email_ingest import EmailIngest
 from gateway.jobs import Jobs
 from gateway.media_jobs import MediaAwareIngest
@@ -30,6 +31,7 @@ TWILIO = web.AppKey("twilio", TwilioBridge)
 SMS_COMMANDS = web.AppKey("sms_commands", SmsCommands)
 JOBS = web.AppKey("jobs", Jobs)
 INGEST = web.AppKey("ingest", MediaAwareIngest)
+AUTH = web.AppKey("auth", AuthRuntime)
 
 
 @dataclass

@@ -19,6 +19,9 @@ def configure_logging(settings: LogSettings) -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
+            # The request id bound by gateway.request_ids, on lines logged while a
+            # request is handled.
+            structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

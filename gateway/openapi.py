@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import openapi_accounts, openapi_drafts, openapi_events, openapi_exports
 from gateway.openapi_support import (
     ACTION,
     BODY_RULES,
@@ -24,17 +25,31 @@ from gateway.openapi_support import (
     ref,
     strings,
 )
+from gateway.problems import PROBLEM_TYPES
 from optin.screener import MAX_SENDERS
 
+SUSPENDED = {
+    **PROBLEM,
+    "description": "The account is suspended by the operator (breach of terms)",
+}
+
 #: Modules that describe further routes: each has ``paths()`` and ``schemas()``.
-PARTS: tuple[Any, ...] = ()
+PARTS: tuple[Any, ...] = (openapi_exports, openapi_events, openapi_drafts, openapi_accounts)
 
 
 def openapi_document() -> dict[str, Any]:
     document = _core_document()
     for part in PARTS:
-        document["paths"].update(part.paths())
+        # Merged per operation: two parts may describe methods of the same path.
+        for path, operations in part.paths().items():
+            document["paths"].setdefault(path, {}).update(operations)
         document["components"]["schemas"].update(part.schemas())
+    # The bearer check answers any authenticated operation with 403 for a suspended
+    # account (gateway.api_support.bearer_auth).
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            if operation.get("security") != []:
+                operation["responses"].setdefault("403", SUSPENDED)
     return document
 
 
@@ -55,6 +70,19 @@ def _core_document() -> dict[str, Any]:
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
         "paths": {
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApiDocument",
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "The OpenAPI 3.1 document of the client API",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
             "/messages": {
                 "get": {
                     "operationId": "listMessages",
@@ -242,11 +270,35 @@ def _core_document() -> dict[str, Any]:
                         "Deletes the message, its attachments (rows and stored files, "
                         "unless another message has the very same file), and the raw "
                         "email it was parsed from once no other message comes from it. "
-                        "There is no undo."
+                        "There is no undo. With `provider=true` the copy Twilio keeps of "
+                        "an SMS/MMS (with its media) is deleted too, asynchronously: the "
+                        "answer comes once the message is deleted here, and the request "
+                        "to Twilio follows from a background job, retried while Twilio "
+                        "is unavailable or still processing the message (best effort: "
+                        "the outcome is not reported). An email, or an SMS Twilio was "
+                        "never handed, has no provider copy: `provider=true` then does "
+                        "nothing more."
                     ),
-                    "parameters": [MESSAGE_ID],
+                    "parameters": [
+                        MESSAGE_ID,
+                        {
+                            "name": "provider",
+                            "in": "query",
+                            "description": (
+                                "`true`: also delete the provider's (Twilio's) copy; "
+                                "`false` or absent: delete it here only. Any other value "
+                                "is a 400 and nothing is deleted"
+                            ),
+                            "schema": {
+                                "type": "string",
+                                "enum": ["true", "false"],
+                                "default": "false",
+                            },
+                        },
+                    ],
                     "responses": {
                         "204": {"description": "Deleted"},
+                        "400": {**PROBLEM, "description": "provider is not true or false"},
                         "401": PROBLEM,
                         "404": {
                             **NO_MESSAGE,
@@ -650,7 +702,14 @@ def _core_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["type", "title", "status", "detail"],
                     "properties": {
-                        "type": {"type": "string"},
+                        "type": {
+                            "type": "string",
+                            "enum": list(PROBLEM_TYPES),
+                            "description": (
+                                "The problem's class, stable: branch on it, not on "
+                                "`detail` (worded for people). A tag URI, never fetched"
+                            ),
+                        },
                         "title": {"type": "string"},
                         "status": {"type": "integer"},
                         "detail": {"type": "string"},
@@ -686,7 +745,10 @@ def _core_document() -> dict[str, Any]:
                     ],
                     "properties": {
                         "id": {"type": "string"},
-                        "folder": {"type": "string", "enum": ["inbox", "quarantine", "sent"]},
+                        "folder": {
+                            "type": "string",
+                            "enum": ["inbox", "quarantine", "sent", "drafts"],
+                        },
                         "channel": {"type": "string", "enum": ["sms", "mms", "email"]},
                         "bridge": {"type": "string"},
                         "direction": {"type": "string", "enum": ["inbound", "outbound"]},
@@ -708,9 +770,11 @@ def _core_document() -> dict[str, Any]:
                         "status": {
                             "type": ["string", "null"],
                             "description": (
-                                "Outbound only: pending (not yet handed to the provider), "
-                                "then the provider's status: queued, sending, sent, "
-                                "delivered, undelivered, failed"
+                                "Outbound only: draft (not sent yet), pending (not yet "
+                                "handed to the provider or SMTP relay), then the provider's "
+                                "status: queued, sending, sent, delivered, undelivered, "
+                                "failed (email: sent once the relay accepted it, failed "
+                                "with the relay's reply in reason)"
                             ),
                         },
                         "error_code": {

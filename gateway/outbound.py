@@ -19,6 +19,7 @@ from inbox import outbound
 from inbox.addresses import E164, parse_in_regions, parse_phone
 from inbox.blobs import BlobStore
 from inbox.db import Database
+from inbox.errors import NotFound
 from inbox.models import messages_t
 from optin.trust import Source, add_if_absent, lock_user
 
@@ -100,8 +101,14 @@ def deliver_sms(
 ) -> str:
     """Hand one pending message to Twilio. Idempotent: a message already handed over
     or failed is left alone. Returns the message's status afterwards."""
-    with db.read.connect() as conn:
-        message = outbound.get_outbound(conn, message_id)
+    try:
+        with db.read.connect() as conn:
+            message = outbound.get_outbound(conn, message_id)
+    except NotFound:
+        # Deleted since it was queued (by the user, or with their account): nothing
+        # to send, and nothing a retry could change.
+        log.info("sms %s no longer exists; not sent", message_id)
+        return "deleted"
     if message.status != outbound.PENDING or not message.external_id.startswith("pending:"):
         return message.status
     callback = settings.http.public_url.rstrip("/") + STATUS_PATH
@@ -129,14 +136,15 @@ def deliver_sms(
     return sent.status
 
 
-def apply_status(db: Database, update: StatusUpdate) -> bool:
-    """Apply a delivery status callback; True when the message moved forward."""
+def apply_status(db: Database, update: StatusUpdate) -> str | None:
+    """Apply a delivery status callback; the message's user when it moved forward
+    (their live streams are to be told), None when it did not."""
     with db.write.begin() as conn:
         moved = outbound.apply_status(conn, update.sid, update.status, update.error_code)
         if moved is not None and update.error_code == UNSUBSCRIBED:
             user_id, recipient, _ = moved
             outbound.record_opt_out(conn, user_id, recipient)
-    return moved is not None
+    return moved[0] if moved is not None else None
 
 
 # A send still pending this long was lost (its job died with an in-memory queue or a
@@ -154,6 +162,8 @@ def pending_sends(db: Database, *, older_than_s: float, limit: int = 500) -> lis
                 sa.select(m.id)
                 .where(
                     m.direction == "outbound",
+                    # Email has its own job and sweep (gateway.drafts_send).
+                    m.channel != "email",
                     m.status == outbound.PENDING,
                     m.received_at < cutoff,
                 )

@@ -9,6 +9,7 @@ from typing import cast
 
 import sqlalchemy as sa
 
+from inbox import events
 from inbox.addresses import EmailAddress, domain_of, is_email
 from inbox.ingest_store import (
     NewMessage,
@@ -19,6 +20,7 @@ from inbox.ingest_store import (
     record_opt_outs,
 )
 from inbox.message import Folder, Inbound, IngestResult, Outcome, Verdict
+from inbox.suspension import HELD_REASON
 from optin.decide import Decision, Policy, TrustVerdict, decide
 
 log = logging.getLogger(__name__)
@@ -80,18 +82,31 @@ class IngestPipeline:
                 # The bridge found it hostile or unreadable: held even from a trusted
                 # sender, with the bridge's reason.
                 decision = Decision(Verdict.QUARANTINE, msg.hold_reason)
+            elif user_id in routes.suspended:
+                # An operator suspended the account: nothing reaches its inbox.
+                decision = Decision(Verdict.QUARANTINE, HELD_REASON)
             to_store.append(
                 NewMessage(user_id, msg, str(_FOLDER[decision.verdict]), decision.reason)
             )
             slots.append(i)
         refs: list[StoredRef] = insert_messages(conn, to_store)
-        for i, ref in zip(slots, refs, strict=True):
+        announced: list[events.NewEvent] = []
+        for i, new, ref in zip(slots, to_store, refs, strict=True):
             results[i] = IngestResult(
                 _OUTCOME[ref.folder],
                 ref.reason,
                 message_id=ref.message_id,
                 duplicate=not ref.inserted,
+                user_id=new.user_id if ref.inserted else None,
             )
+            if ref.inserted:
+                announced.append(
+                    events.message_created(
+                        new.user_id, ref.message_id, ref.folder, new.inbound.channel.value
+                    )
+                )
+        # Same transaction, one statement for the whole batch.
+        events.insert(conn, announced)
         # Opt-outs count whatever the filter decided (a STOP from a blocked number
         # still means "do not text me"), but a provider's retry of an old STOP must
         # not undo a START sent since: duplicates are skipped.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from config import Settings
-from inbox import raw_store
+from inbox import events, export, privacy_retention, raw_store
 from inbox.blobs import BlobStore
 from inbox.db import Database
 from optin import screener
@@ -20,9 +21,21 @@ class RetentionResult:
     expired: int  # held messages older than quarantine_days
     purged: int  # blocked messages whose undo window passed
     raw_deleted: int = 0  # processed raw emails no message refers to
+    ips_erased: int = 0  # auth log entries whose IP was older than privacy.ip_log_days
+    exports_deleted: int = 0  # expired archives (file and row)
+    verifications_deleted: int = 0  # sign-in codes used or expired over a day ago
+    events_deleted: int = 0  # live-update events older than events.keep_hours
 
     def as_json(self) -> dict[str, int]:
-        return {"expired": self.expired, "purged": self.purged, "raw_deleted": self.raw_deleted}
+        return {
+            "expired": self.expired,
+            "purged": self.purged,
+            "raw_deleted": self.raw_deleted,
+            "ips_erased": self.ips_erased,
+            "exports_deleted": self.exports_deleted,
+            "verifications_deleted": self.verifications_deleted,
+            "events_deleted": self.events_deleted,
+        }
 
 
 def run_retention(
@@ -36,6 +49,23 @@ def run_retention(
     )
     with db.write.begin() as conn:
         raw = raw_store.delete_unreferenced(conn)
+    ips = privacy_retention.purge_ips(db, keep_days=settings.privacy.ip_log_days, now=now)
+    exports = export.purge_expired(
+        db,
+        export.exports_dir(Path(settings.storage.blob_dir)),
+        ttl=timedelta(hours=settings.privacy.export_ttl_hours),
+        now=now,
+    )
+    codes = privacy_retention.purge_verifications(db, now=now)
+    old_events = events.purge(db, keep_hours=settings.events.keep_hours, now=now)
+    if ips or exports or codes:
+        log.info(
+            "retention: %d IP addresses erased from the auth log, %d expired exports "
+            "deleted, %d old verification codes deleted",
+            ips,
+            exports,
+            codes,
+        )
     if expired or purged or raw:
         log.info(
             "retention: %d held messages expired, %d blocked messages purged, "
@@ -44,4 +74,8 @@ def run_retention(
             purged,
             raw,
         )
-    return RetentionResult(expired, purged, raw)
+    if old_events:
+        log.info(
+            "retention: %d live-update events older than the resume window deleted", old_events
+        )
+    return RetentionResult(expired, purged, raw, ips, exports, codes, old_events)

@@ -9,9 +9,11 @@ import signal
 import threading
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, start_http_server
 
 from config import Settings
 from gateway.app import create_app
+from gateway.job_metrics import PoolUse
 from gateway.jobs import Jobs
 from inbox.blobs import DirectoryBlobStore
 from inbox.db import open_database
@@ -62,12 +64,21 @@ def serve(settings: Settings, *, worker: bool = True) -> None:
     asyncio.run(_serve(settings, worker=worker))
 
 
-def run_worker(settings: Settings) -> None:
-    """Consume background jobs from Redis until SIGTERM/SIGINT (``optmsg worker``)."""
+def run_worker(settings: Settings, metrics_listen: str | None = None) -> None:
+    """Consume background jobs from Redis until SIGTERM/SIGINT (``optmsg worker``).
+    ``metrics_listen`` (HOST:PORT): serve this worker's /metrics there (job durations
+    and outcomes, queue depth, database connections)."""
     db = open_database(settings.database)
     try:
         upgrade(db)
-        jobs = Jobs(settings, db, DirectoryBlobStore(settings.storage.blob_dir))
+        registry = CollectorRegistry()
+        jobs = Jobs(settings, db, DirectoryBlobStore(settings.storage.blob_dir), registry=registry)
+        if metrics_listen:
+            registry.register(jobs.queue_depth())
+            registry.register(PoolUse({"database": db.write}))
+            host, _, port = metrics_listen.rpartition(":")
+            start_http_server(int(port), addr=host, registry=registry)
+            print(f"optmsg: worker metrics on http://{metrics_listen}/metrics", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -14,6 +14,7 @@ from bridges.errors import BridgeError, PayloadTooLarge, SignatureInvalid
 from bridges.twilio import parse_status
 from gateway import outbound
 from gateway.keys import DATABASE, INGEST, METRICS, READ_POOL, SMS_COMMANDS, TWILIO
+from gateway.live import EVENT_HUB
 from gateway.problems import problem
 from inbox.errors import StoreUnavailable
 from inbox.message import Outcome
@@ -97,10 +98,14 @@ async def twilio_status(request: web.Request) -> web.StreamResponse:
         return problem(exc.status, str(exc))
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(app[READ_POOL], outbound.apply_status, app[DATABASE], update)
+        moved_for = await loop.run_in_executor(
+            app[READ_POOL], outbound.apply_status, app[DATABASE], update
+        )
     except sa.exc.SQLAlchemyError:
         # Twilio retries a status callback on connection errors only; a 503 costs
         # at most one intermediate status, the final one will come again.
         log.exception("could not store a delivery status")
         return problem(503, "the status could not be stored; try again")
+    if moved_for is not None:
+        app[EVENT_HUB].notify([moved_for])
     return web.Response(status=200, text="")

@@ -9,12 +9,13 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class BlobStore(Protocol):
     def put(self, data: bytes) -> str: ...
     def get(self, digest: str) -> bytes: ...
+    def open(self, digest: str) -> BinaryIO: ...
     def delete(self, digest: str) -> None: ...
     def exists(self, digest: str) -> bool: ...
 
@@ -50,6 +51,10 @@ class DirectoryBlobStore:
 
     def get(self, digest: str) -> bytes:
         return self._path(digest).read_bytes()
+
+    def open(self, digest: str) -> BinaryIO:
+        """The blob for reading in chunks (an export copies large files this way)."""
+        return self._path(digest).open("rb")
 
     def exists(self, digest: str) -> bool:
         return self._path(digest).exists()

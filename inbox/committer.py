@@ -65,8 +65,12 @@ class GroupCommitter(Generic[T, R]):
         lock_timeout: float = 10.0,
         write_lock: asyncio.Lock | None = None,
         name: str = "group-commit",
+        on_commit: Callable[[Sequence[R]], None] | None = None,
     ) -> None:
         self._engine = engine
+        # Called on the event loop with a committed batch's results, before its
+        # submitters resume (live notifications); it must not block or raise.
+        self._on_commit = on_commit
         self._lock_timeout = lock_timeout
         # Committers of one process that write to the same SQLite file share this
         # lock and take turns on the loop; without it they would meet at SQLite's
@@ -152,6 +156,11 @@ class GroupCommitter(Generic[T, R]):
             results = await loop.run_in_executor(self._thread, self._transact_blocking, items)
         self.batches += 1
         self.items += len(items)
+        if self._on_commit is not None:
+            try:
+                self._on_commit(results)
+            except Exception:  # the batch is committed whatever happens here
+                log.exception("after-commit hook failed")
         return results
 
     async def _transact_inline(self, items: list[T]) -> Sequence[R]:

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from inbox.ids import new_id
-from inbox.message import AttachmentStatus, Inbound
+from inbox.message import AttachmentStatus, Channel, Inbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class NewMessage:
 
 _MESSAGE_COLUMNS = (
     "id, user_id, bridge, external_id, direction, channel, folder, sender, recipient, "
-    "subject, text, html, received_at, read, reason, auth, provider_meta, raw_id"
+    "subject, text, html, received_at, read, reason, auth, provider_meta, raw_id, conversation"
 )
 _ATTACHMENT_COLUMNS = (
     "id, message_id, user_id, filename, content_type, size, status, sha256, remote_url, "
@@ -76,7 +76,14 @@ def _cursor(conn: sa.Connection) -> tuple[Any, _Dialect]:
     return raw.cursor(), _Dialect(conn.dialect.name)  # type: ignore[union-attr]
 
 
-def lookup_routes(conn: sa.Connection, recipients: Iterable[str]) -> dict[str, str]:
+class Routes(dict[str, str]):
+    """Recipient address -> user id (absent: unroutable); ``suspended`` holds the ids
+    among them whose account is suspended (their inbound is held)."""
+
+    suspended: frozenset[str] = frozenset()
+
+
+def lookup_routes(conn: sa.Connection, recipients: Iterable[str]) -> Routes:
     """Map each recipient address to the user it routes to (absent: unroutable).
 
     On PostgreSQL the users' rows are share-locked for the transaction, so a
@@ -85,17 +92,25 @@ def lookup_routes(conn: sa.Connection, recipients: Iterable[str]) -> dict[str, s
     """
     wanted = sorted(set(recipients))
     if not wanted:
-        return {}
+        return Routes()
     cur, d = _cursor(conn)
+    # The suspension comes with the route from the row already read: no extra query.
     sql = (
-        "SELECT ua.address, ua.user_id FROM user_addresses ua "
+        "SELECT ua.address, ua.user_id, u.suspended_at IS NOT NULL FROM user_addresses ua "
         "JOIN users u ON u.id = ua.user_id "
         f"WHERE ua.address IN ({d.marks(len(wanted))})"
     )
     if d.postgres:
         sql += " FOR SHARE OF u"
     cur.execute(sql, wanted)
-    return {address: user_id for address, user_id in cur.fetchall()}
+    routes = Routes()
+    suspended: set[str] = set()
+    for address, user_id, is_suspended in cur.fetchall():
+        routes[address] = user_id
+        if is_suspended:
+            suspended.add(user_id)
+    routes.suspended = frozenset(suspended)
+    return routes
 
 
 def lookup_trust(
@@ -132,7 +147,7 @@ def insert_messages(conn: sa.Connection, new: Sequence[NewMessage]) -> list[Stor
     cur, d = _cursor(conn)
     now = d.when(datetime.now(UTC))
     insert_message = (
-        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({d.marks(18)}) "
+        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({d.marks(19)}) "
         "ON CONFLICT (bridge, external_id) DO NOTHING"
     )
     by_key: dict[tuple[str, str], StoredRef] = {}
@@ -169,6 +184,11 @@ def insert_messages(conn: sa.Connection, new: Sequence[NewMessage]) -> list[Stor
                 # argument builds a new, slower encoder per call).
                 json.dumps(dict(msg.provider_meta)) if msg.provider_meta else None,
                 msg.raw_id,
+                # SMS/MMS: the counterpart, who is the sender of what comes in; an
+                # email without a thread key from its bridge belongs to none.
+                msg.conversation
+                if msg.conversation is not None or msg.channel is Channel.EMAIL
+                else msg.sender,
             ),
         )
         if cur.rowcount != 1:

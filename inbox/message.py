@@ -107,6 +107,9 @@ class Inbound:
     # An opt-out keyword the whole message is ("stop", "start", "help"): a STOP
     # records that the counterpart wants no more SMS from the user, START undoes it.
     keyword: str | None = None
+    # The conversation the message belongs to (inbox.conversations): set by the email
+    # bridge (its thread root); None for SMS/MMS, whose key is the sender itself.
+    conversation: str | None = None
 
 
 class Outcome(enum.StrEnum):
@@ -127,3 +130,6 @@ class IngestResult:
     reason: str
     message_id: str | None = None
     duplicate: bool = False
+    # The user a new message was stored for (their live streams are told after the
+    # commit); None when nothing new was stored.
+    user_id: str | None = None

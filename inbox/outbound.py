@@ -14,16 +14,19 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from inbox import events
 from inbox.addresses import E164
 from inbox.errors import InboxError, NotFound
 from inbox.ids import new_id
 from inbox.message import Channel, Folder
 from inbox.models import attachments_t, messages_t, sms_opt_outs_t, user_addresses_t
+from inbox.suspension import is_suspended
 
 PENDING = "pending"
 FAILED = "failed"
 REASON_SENT = "sent by you"
 MAX_SMS_TEXT = 1600  # Twilio's limit for one (multi-segment) message body
+SUSPENDED_REFUSAL = "your account is suspended: nothing can be sent from it"
 
 # Twilio's message statuses, in the order a message goes through them. The three
 # outcomes share a rank: a message is delivered, undelivered or failed, and a later
@@ -46,7 +49,8 @@ STATUSES = frozenset(_RANK)
 
 class SendRefused(InboxError):
     """Raised when a message may not be sent: the user has no OptMsg number to send
-    from, or the recipient texted STOP to it (until they text START)."""
+    from, the recipient texted STOP to it (until they text START), or the account is
+    suspended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,10 @@ class OutboundSms:
 
 
 def sending_number(conn: sa.Connection, user_id: str) -> E164:
+    """The OptMsg number the user sends SMS from; SendRefused when they have none or
+    their account is suspended (every SMS path asks this first)."""
+    if is_suspended(conn, user_id):
+        raise SendRefused(SUSPENDED_REFUSAL)
     a = user_addresses_t.c
     number = conn.execute(
         sa.select(a.address).where(a.user_id == user_id, a.kind == "sms").order_by(a.address)
@@ -128,6 +136,7 @@ def insert_outbound_sms(
             read=True,
             reason=REASON_SENT,
             status=PENDING,
+            conversation=to,
         )
     )
     now = datetime.now(UTC)
@@ -145,6 +154,11 @@ def insert_outbound_sms(
                 created_at=now,
             )
         )
+    channel = (Channel.MMS if media else Channel.SMS).value
+    events.insert(
+        conn,
+        [events.message_created(user_id, message_id, Folder.SENT.value, channel, "outbound")],
+    )
     return OutboundSms(message_id, user_id, sender, to, text, PENDING, external_id)
 
 
@@ -192,23 +206,28 @@ def mark_handed_over(conn: sa.Connection, message_id: str, sid: str, status: str
     values: dict[str, object] = {"external_id": sid}
     if status in STATUSES:
         values["status"] = status
-    return bool(
-        conn.execute(
-            messages_t.update()
-            .where(m.id == message_id, m.status == PENDING, m.external_id.like("pending:%"))
-            .values(**values)
-        ).rowcount
-    )
+    moved = conn.execute(
+        messages_t.update()
+        .where(m.id == message_id, m.status == PENDING, m.external_id.like("pending:%"))
+        .values(**values)
+        .returning(m.user_id)
+    ).first()
+    if moved is not None and "status" in values:
+        events.insert(conn, [events.message_status(moved.user_id, message_id, status)])
+    return moved is not None
 
 
 def mark_failed(conn: sa.Connection, message_id: str, code: int | None, reason: str) -> None:
     """Sending failed for good (refused by the provider, or retries exhausted)."""
     m = messages_t.c
-    conn.execute(
+    moved = conn.execute(
         messages_t.update()
         .where(m.id == message_id, m.status == PENDING)
         .values(status=FAILED, error_code=code, reason=f"not sent: {reason}"[:200])
-    )
+        .returning(m.user_id)
+    ).first()
+    if moved is not None:
+        events.insert(conn, [events.message_status(moved.user_id, message_id, FAILED)])
 
 
 def apply_status(
@@ -234,7 +253,10 @@ def apply_status(
     moved = conn.execute(
         messages_t.update().where(m.id == row.id, m.status == row.status).values(**values)
     ).rowcount
-    return (row.user_id, row.recipient, status) if moved else None
+    if not moved:
+        return None
+    events.insert(conn, [events.message_status(row.user_id, row.id, status)])
+    return (row.user_id, row.recipient, status)
 
 
 def record_opt_out(conn: sa.Connection, user_id: str, address: str) -> None:

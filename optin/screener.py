@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from inbox import events
 from inbox.addresses import E164, format_phone
 from inbox.blobs import BlobStore
 from inbox.db import Database
@@ -256,6 +257,12 @@ def _decide(db: Database, user_id: str, senders: Sequence[str], action: str) -> 
                 undone=False,
             )
         )
+        events.record(
+            conn,
+            user_id,
+            events.SCREENER_CHANGED,
+            {"action": action, "decision_id": decision_id, "messages": moved},
+        )
     return DecisionResult(decision_id, action, unique, moved)
 
 
@@ -322,6 +329,12 @@ def undo(
                         .values(folder=_HELD, reason=reason)
                     ).rowcount
         conn.execute(screener_decisions_t.update().where(d.id == row.id).values(undone=True))
+        events.record(
+            conn,
+            user_id,
+            events.SCREENER_CHANGED,
+            {"action": "undo", "decision_id": row.id, "messages": restored},
+        )
     return UndoResult(row.action, tuple(senders), restored)
 
 

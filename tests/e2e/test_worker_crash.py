@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -172,12 +173,12 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         db.dispose()
 
 
-def start_worker(deployment: Deployment, name: str) -> subprocess.Popen[bytes]:
+def start_worker(deployment: Deployment, name: str, *extra: str) -> subprocess.Popen[bytes]:
     out = deployment.root / f"{name}.out"
     err = deployment.root / f"{name}.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
-            [str(OPTMSG), "worker"], cwd=deployment.root, env=deployment.env,
+            [str(OPTMSG), "worker", *extra], cwd=deployment.root, env=deployment.env,
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
         )  # fmt: skip
     for _ in range(300):
@@ -266,6 +267,28 @@ def test_a_redis_restart_with_jobs_queued_loses_no_media(setup: Setup) -> None:
         assert {s for s, _ in statuses(setup.db)} == {"pending"}
         sweep(setup)
         assert_stored_exactly_once(setup)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def test_a_worker_serves_its_job_metrics(setup: Setup) -> None:
+    port = free_port()
+    worker = start_worker(setup.deployment, "worker-m", "--metrics", f"127.0.0.1:{port}")
+    try:
+        enqueue(setup)
+        assert_stored_exactly_once(setup)
+        done = 'optmsg_jobs_total{actor="fetch_media",outcome="ok"} 1.0'
+        give_up = time.monotonic() + 10
+        while True:  # the job is counted just after its last commit
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+            if done in text or time.monotonic() > give_up:
+                break
+            time.sleep(0.1)
+        assert done in text
+        assert 'optmsg_queue_depth{queue="media",state="ready"} 0.0' in text
+        assert 'optmsg_db_connections{engine="database",state="in_use"}' in text
     finally:
         worker.terminate()
         worker.wait(timeout=30)

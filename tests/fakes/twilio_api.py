@@ -4,9 +4,12 @@ It speaks the shapes the gateway uses: ``POST .../Messages.json`` (form-encoded,
 HTTP Basic auth with the account SID and auth token) answered ``201`` with a
 message resource, Twilio's error JSON (``code``, ``message``, ``more_info``,
 ``status``) for refusals, and ``DELETE .../Messages/{sid}/Media/{sid}.json``
-answered ``204``.
+answered ``204``, and ``DELETE .../Messages/{sid}.json`` answered ``204`` for a
+message it knows (one it created, or one a test registered with
+:meth:`FakeTwilio.add_message`, such as an inbound SMS) and ``404`` (code 20404)
+for any other.
 
-Tests script what the next Messages requests get: ``fail_next(500)``,
+Tests script what the next Messages requests (create or delete) get: ``fail_next(500)``,
 ``fail_next(400, code=21211, message=...)``, ``hang_next()`` (no answer until the
 fake stops), ``drop_next()`` (the connection is closed without an answer). An
 unscripted request is accepted. A request with wrong credentials gets ``401``
@@ -95,6 +98,9 @@ class FakeTwilio(FakeServer):
         self.auth_token = auth_token
         self.created: list[CreatedMessage] = []
         self.deleted_media: list[tuple[str, str]] = []  # (message SID, media SID)
+        self.deleted_messages: list[str] = []  # message SIDs, in the order deleted
+        self.message_deletes = 0  # DELETE requests for messages, whatever their answer
+        self._messages: set[str] = set()  # SIDs a DELETE finds
         self.requests = 0  # every HTTP request, whatever its answer
         self._script: deque[Failure] = deque()
 
@@ -105,6 +111,7 @@ class FakeTwilio(FakeServer):
         base = f"/{API_VERSION}/Accounts/{{account}}"
         app.router.add_post(base + "/Messages.json", self._create_message)
         app.router.add_delete(base + "/Messages/{message}/Media/{media}.json", self._delete_media)
+        app.router.add_delete(base + "/Messages/{message}.json", self._delete_message)
         return app
 
     # -- scripting and inspection
@@ -120,6 +127,11 @@ class FakeTwilio(FakeServer):
         """The next Messages request is answered ``status`` with Twilio's error
         document (``code`` and ``message`` default to Twilio's for that status)."""
         self._script.append(Failure(status, code, message, "error", json))
+
+    def add_message(self, sid: str) -> None:
+        """Make a message Twilio holds without the fake having created it (an inbound
+        SMS, posted to the gateway's webhook by the test) known to DELETE."""
+        self._messages.add(sid)
 
     def hang_next(self) -> None:
         """The next Messages request gets no answer until the fake stops."""
@@ -187,17 +199,9 @@ class FakeTwilio(FakeServer):
         fields: dict[str, list[str]] = {}
         for name, value in form.items():
             fields.setdefault(name, []).append(str(value))
-        if self._script:
-            failure = self._script.popleft()
-            if failure.kind == "hang":
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), HANG_SECONDS)
-                return self._error(503)
-            if failure.kind == "drop":
-                assert request.transport is not None
-                request.transport.abort()
-                return web.Response()  # never written: the connection is gone
-            return self._error(failure.status, failure.code, failure.message, json=failure.json)
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
         one = {name: values[0] for name, values in fields.items()}
         if not one.get("To"):
             return self._error(400, 21604)
@@ -219,6 +223,7 @@ class FakeTwilio(FakeServer):
             user_agent=request.headers.get("User-Agent"),
         )
         self.created.append(message)
+        self._messages.add(sid)
         now = format_datetime(datetime.now(UTC), usegmt=False)
         uri = f"/{API_VERSION}/Accounts/{account}/Messages/{sid}"
         resource = {
@@ -244,6 +249,36 @@ class FakeTwilio(FakeServer):
             "uri": uri + ".json",
         }
         return web.json_response(resource, status=201)
+
+    async def _scripted(self, request: web.Request) -> web.Response | None:
+        """The next scripted answer, played out, or None when nothing is scripted."""
+        if not self._script:
+            return None
+        failure = self._script.popleft()
+        if failure.kind == "hang":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), HANG_SECONDS)
+            return self._error(503)
+        if failure.kind == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()  # never written: the connection is gone
+        return self._error(failure.status, failure.code, failure.message, json=failure.json)
+
+    async def _delete_message(self, request: web.Request) -> web.Response:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        self.message_deletes += 1
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
+        sid = request.match_info["message"]
+        if sid not in self._messages:
+            return self._error(404, message=_MESSAGES[404].format(path=request.path))
+        self._messages.discard(sid)
+        self.deleted_messages.append(sid)
+        return web.Response(status=204)
 
     async def _delete_media(self, request: web.Request) -> web.Response:
         refused = self._refusal(request)

@@ -346,7 +346,15 @@ def test_quarantine_expire_runs_the_retention_job(
 ) -> None:
     create_user(capsys)
     code, result, _ = run(capsys, "quarantine", "expire", "--json")
-    assert code == 0 and result == {"expired": 0, "purged": 0, "raw_deleted": 0}
+    assert code == 0 and result == {
+        "expired": 0,
+        "purged": 0,
+        "raw_deleted": 0,
+        "ips_erased": 0,
+        "exports_deleted": 0,
+        "verifications_deleted": 0,
+        "events_deleted": 0,
+    }
 
 
 def test_optin_add_domain_entry(capsys: pytest.CaptureFixture[str], cli_env: Path) -> None:

@@ -127,7 +127,7 @@ def test_compose_runs_two_gateways_two_workers_postgres_and_redis() -> None:
     services = _services()
     gateways = [s for s in services.values() if s.get("command") == ["serve", "--no-worker"]]
     assert len(gateways) == 2
-    assert services["worker"]["command"] == ["worker"]
+    assert services["worker"]["command"][0] == "worker"
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
@@ -183,9 +183,20 @@ def test_the_example_env_file_lists_every_variable_compose_requires() -> None:
     assert required <= defined
 
 
-def test_prometheus_scrapes_every_gateway_service() -> None:
+def _scrape_jobs() -> dict[str, dict[str, Any]]:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
-    [job] = config["scrape_configs"]
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_prometheus_scrapes_every_worker_replica_on_its_metrics_port() -> None:
+    command = _services()["worker"]["command"]
+    port = int(command[command.index("--metrics") + 1].rpartition(":")[2])
+    [lookup] = _scrape_jobs()["optmsg-worker"]["dns_sd_configs"]
+    assert lookup == {"names": ["worker"], "type": "A", "port": port}
+
+
+def test_prometheus_scrapes_every_gateway_service() -> None:
+    job = _scrape_jobs()["optmsg-gateway"]
     targets = set(job["static_configs"][0]["targets"])
     gateways = {
         f"{name}:8080"
