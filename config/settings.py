@@ -178,6 +178,10 @@ class DatabaseSettings(_Section):
     # Group commit: at most this many inbound messages share one transaction.
     batch_max: int = Field(default=256, ge=1, le=10_000)
     busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000)
+    # SQLite: small index-bounded reads of the client API (token lookup, a page of
+    # messages) run on the event loop instead of a pool thread (faster; see
+    # gateway.api_support.quick_read). Ignored for PostgreSQL.
+    inline_reads: bool = True
 
     @field_validator("url")
     @classmethod

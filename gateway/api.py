@@ -34,6 +34,7 @@ from gateway.api_support import (
     json_with_etag,
     page_response,
     query_bool,
+    quick_read,
     read_body,
     string_list,
     user_region,
@@ -75,7 +76,7 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     if folder is None:
         return problem(400, "folder must be one of: inbox, quarantine, sent")
     unread = query_bool(request, "unread", None)
-    page = await fetch_page(request, store.list_messages, folder, unread=unread)
+    page = await fetch_page(request, store.list_messages, folder, quick=True, unread=unread)
     return json_with_etag(request, {"items": page.items, "next": page.next})
 
 
@@ -89,7 +90,7 @@ def _message_id(request: web.Request) -> str:
 async def get_message(request: web.Request) -> web.StreamResponse:
     message_id = _message_id(request)
     try:
-        message = await in_pool(
+        message = await quick_read(
             request, store.get_message, request.config_dict[DATABASE], request[USER_ID], message_id
         )
     except NotFound:

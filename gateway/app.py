@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,9 +53,9 @@ from gateway.outbound import SEND_SWEEP_GRACE_S, pending_sends
 from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
 from gateway.request_ids import request_ids
-from gateway.retention import run_retention
+from gateway.retention import RETENTION_LEASE, run_retention_if_elected
 from gateway.sms_commands import SmsCommands
-from inbox import export
+from inbox import export, leases
 from inbox.blobs import BlobStore, DirectoryBlobStore
 from inbox.committer import GroupCommitter
 from inbox.db import Database, checkpoint, open_database
@@ -139,16 +142,24 @@ async def _checkpoint_periodically(db: Database, pool: ThreadPoolExecutor) -> No
 async def _retention_periodically(
     settings: Settings, db: Database, blobs: BlobStore, pool: ThreadPoolExecutor
 ) -> None:
-    """Expire old held messages and delete blocked mail whose undo window has passed.
-    Every gateway process runs it; the deletes are idempotent, so several at once only
-    repeat work."""
+    """Retention (held-message expiry, blocked mail purge, IP erasure, old exports,
+    codes and events) once per ``optin.retention_interval_s`` across all gateway
+    processes: each asks for the retention lease; its holder does the run."""
     loop = asyncio.get_running_loop()
-    while True:
-        try:
-            await loop.run_in_executor(pool, run_retention, settings, db, blobs)
-        except Exception:
-            log.exception("retention run failed; will retry")
-        await asyncio.sleep(settings.optin.retention_interval_s)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    try:
+        while True:
+            try:
+                await loop.run_in_executor(
+                    pool, run_retention_if_elected, settings, db, blobs, holder
+                )
+            except Exception:
+                log.exception("retention run failed; will retry")
+            await asyncio.sleep(settings.optin.retention_interval_s)
+    finally:
+        # Stopping: let another process take over at once rather than at expiry.
+        with contextlib.suppress(Exception):
+            await loop.run_in_executor(pool, leases.release, db, RETENTION_LEASE, holder)
 
 
 async def _sweep_media_periodically(
@@ -208,7 +219,7 @@ def create_app(
     ``worker`` runs background jobs in this process (always, without Redis);
     ``media_resolver`` resolves media hosts (tests map names to 127.0.0.1)."""
     app = web.Application(
-        middlewares=[request_ids, errors_as_problems],
+        middlewares=[request_ids(), errors_as_problems],
         # The largest body any route accepts; each handler enforces its own limit.
         client_max_size=max(
             settings.http.max_webhook_bytes,

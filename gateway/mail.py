@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from bridges.dns import Resolver
@@ -16,7 +17,7 @@ from config import Settings
 from gateway.email_ingest import EmailIngest
 from gateway.keys import Runtime
 from gateway.metrics import Metrics
-from gateway.smtp import SmtpLimits, start_smtp_server
+from gateway.smtp import ReceivedEmail, SmtpLimits, start_smtp_server
 from inbox import raw_store, store
 from inbox.addresses import parse_email
 from inbox.blobs import BlobStore
@@ -39,6 +40,25 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(smtp.tls_cert), str(smtp.tls_key))
     return context
+
+
+def _timed(
+    accept: Callable[[ReceivedEmail], Awaitable[None]], metrics: Metrics
+) -> Callable[[ReceivedEmail], Awaitable[None]]:
+    """``accept`` observed into optmsg_smtp_data_seconds (end of DATA to the reply)."""
+    stored = metrics.smtp_seconds.labels("stored")
+    failed = metrics.smtp_seconds.labels("failed")
+
+    async def timed_accept(email: ReceivedEmail) -> None:
+        started = time.perf_counter()
+        try:
+            await accept(email)
+        except BaseException:
+            failed.observe(time.perf_counter() - started)
+            raise
+        stored.observe(time.perf_counter() - started)
+
+    return timed_accept
 
 
 @contextlib.asynccontextmanager
@@ -115,7 +135,7 @@ async def run_mail(
             max_line_bytes=smtp.max_line_bytes,
         ),
         route=route,
-        accept=email.accept,
+        accept=email.accept if metrics is None else _timed(email.accept, metrics),
         tls_context=_tls_context(settings),
     )
     runtime.smtp_server = server

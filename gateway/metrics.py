@@ -48,6 +48,15 @@ class Metrics:
             registry=r,
         )
 
+        self.smtp_seconds = Histogram(
+            "optmsg_smtp_data_seconds",
+            "Time from the end of an SMTP DATA to the reply (the raw message durably "
+            "stored: 250; or not: 451), by outcome",
+            ["outcome"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+
     # Resolving label values costs a dict lookup plus locking per call; the hot path
     # asks for the same few children again and again, so they are cached.
     def count_inbound(self, bridge: str, outcome: Outcome, *, duplicate: bool) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from config import Settings
-from inbox import events, export, privacy_retention, raw_store
+from inbox import events, export, leases, privacy_retention, raw_store
 from inbox.blobs import BlobStore
 from inbox.db import Database
 from optin import screener
@@ -79,3 +79,22 @@ def run_retention(
             "retention: %d live-update events older than the resume window deleted", old_events
         )
     return RetentionResult(expired, purged, raw, ips, exports, codes, old_events)
+
+
+#: The lease that elects which gateway process runs retention in a period.
+RETENTION_LEASE = "retention"
+#: The holder renews every period; a lease this many periods long outlives one late
+#: renewal but passes to another process soon after its holder dies.
+LEASE_PERIODS = 1.5
+
+
+def run_retention_if_elected(
+    settings: Settings, db: Database, blobs: BlobStore, holder: str, now: datetime | None = None
+) -> RetentionResult | None:
+    """Run retention if ``holder`` holds (or now takes) the retention lease; None when
+    another process does this period's run. Every gateway process calls this each
+    ``optin.retention_interval_s``; one of them does the work."""
+    ttl = timedelta(seconds=settings.optin.retention_interval_s * LEASE_PERIODS)
+    if not leases.try_lease(db, RETENTION_LEASE, holder, ttl, now=now):
+        return None
+    return run_retention(settings, db, blobs, now=now)

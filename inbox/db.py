@@ -60,6 +60,9 @@ def _sqlite_engine(
         url,
         pool_size=settings.pool_size,
         max_overflow=settings.pool_size,
+        # The most recently used connection first: its page cache is the warm one
+        # (each SQLite connection has its own).
+        pool_use_lifo=True,
         connect_args={"timeout": settings.busy_timeout_ms / 1000, "check_same_thread": False},
     )
 

@@ -315,6 +315,16 @@ class DataExport(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=500)
 
 
+class Lease(SQLModel, table=True):
+    """A named lease (inbox.leases): which process runs a periodic job, and until when."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=128)
+    expires_at: datetime
+
+
 users_t = User.__table__  # type: ignore[attr-defined]
 user_addresses_t = UserAddress.__table__  # type: ignore[attr-defined]
 trust_entries_t = TrustEntry.__table__  # type: ignore[attr-defined]
@@ -330,3 +340,4 @@ auth_log_t = AuthEvent.__table__  # type: ignore[attr-defined]
 abuse_flags_t = AbuseFlag.__table__  # type: ignore[attr-defined]
 events_t = Event.__table__  # type: ignore[attr-defined]
 exports_t = DataExport.__table__  # type: ignore[attr-defined]
+leases_t = Lease.__table__  # type: ignore[attr-defined]

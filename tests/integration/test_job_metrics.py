@@ -3,9 +3,12 @@ read from the real broker (in-memory and Redis) and SQLAlchemy pools at scrape t
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import smtplib
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,11 @@ from prometheus_client import CollectorRegistry
 from gateway.app import create_app
 from gateway.job_metrics import JobMetrics, PoolUse, QueueDepth
 from gateway.jobs import QUEUES
+from gateway.keys import RUNTIME
+from inbox import store
+from inbox.addresses import E164, EmailAddress
+from inbox.db import open_database
+from inbox.migrate import upgrade
 from tests.conftest import make_settings, missing_service
 
 
@@ -145,3 +153,27 @@ async def test_the_gateway_metrics_show_queue_depth_and_pool_use(
         assert f'optmsg_queue_depth{{queue="{queue}",state="ready"}} 0.0' in text
     assert 'optmsg_db_connections{engine="read",state="in_use"}' in text
     assert "# TYPE optmsg_jobs_total counter" in text
+
+
+async def test_smtp_data_to_reply_time_is_observed_per_outcome(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
+) -> None:
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'smtp.db'}", smtp={"enabled": True})
+    db = open_database(settings.database)
+    upgrade(db)
+    store.create_user(
+        db, first_name="Ada", last_name="L", date_of_birth=date(1990, 1, 1),
+        phone=E164("+14155550100"), email_address=EmailAddress("ada@optmsg.test"),
+    )  # fmt: skip
+    db.dispose()
+    client = await aiohttp_client(create_app(settings))
+    port = client.app[RUNTIME].smtp_port
+    assert port is not None
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.sendmail("bob@example.org", ["ada@optmsg.test"], b"Subject: hi\r\n\r\nhello\r\n")
+
+    await asyncio.to_thread(send)
+    text = await (await client.get("/metrics")).text()
+    assert 'optmsg_smtp_data_seconds_count{outcome="stored"} 1.0' in text

@@ -72,17 +72,31 @@ def user(db: Database) -> str:
 
 
 def list_queries(db: Database, call: Any) -> list[tuple[str, Any]]:
-    """The statements (and parameters) ``call()`` sends to the read engine."""
+    """The statements (and parameters) ``call()`` sends to the read engine. On SQLite
+    the list runs as plain SQL on the driver, so the driver's own trace is read: it
+    reports each statement with its values filled in."""
     sent: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         sent.append((statement, parameters))
 
+    traced: list[Any] = []
+
+    def trace(dbapi_conn: Any, *_: Any) -> None:
+        dbapi_conn.set_trace_callback(lambda statement: sent.append((statement, ())))
+        traced.append(dbapi_conn)
+
     sa.event.listen(db.read, "before_cursor_execute", record)
+    if db.read.dialect.name == "sqlite":
+        sa.event.listen(db.read, "checkout", trace)
     try:
         call()
     finally:
         sa.event.remove(db.read, "before_cursor_execute", record)
+        if db.read.dialect.name == "sqlite":
+            sa.event.remove(db.read, "checkout", trace)
+        for dbapi_conn in traced:
+            dbapi_conn.set_trace_callback(None)
     return sent
 
 
