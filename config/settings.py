@@ -6,6 +6,7 @@ down; nothing reads the environment after that.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,6 +75,9 @@ class HttpSettings(_Section):
     max_api_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Origins allowed to call /api/v1 from a browser (CORS); empty: CORS off.
     cors_origins: list[str] = Field(default_factory=list, max_length=100)
+    # Reverse proxies / load balancers (IP addresses or CIDR networks) whose
+    # X-Forwarded-For names the client; empty: trust none, the peer is the client.
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
 
     @field_validator("listen")
     @classmethod
@@ -94,6 +98,24 @@ class HttpSettings(_Section):
     @classmethod
     def _check_cors_origins(cls, v: list[str]) -> list[str]:
         return [_origin(item) for item in v]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, v: list[str]) -> list[str]:
+        return [_network(item) for item in v]
+
+
+def _network(value: str) -> str:
+    """An IP address or CIDR network, normalised ("10.0.0.0/8", "2001:db8::/32"). A
+    network with host bits set is refused: "10.0.0.1/8" is more likely a typo than a
+    wish to trust all of 10.0.0.0/8."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=True))
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not an IP address or CIDR network ({exc}); "
+            "expected e.g. 10.0.0.5, 10.0.0.0/8 or fd00::/8"
+        ) from None
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -343,6 +365,9 @@ class PrivacySettings(_Section):
     ip_log_days: int = Field(default=7, ge=1, le=365)
     # Failed code attempts from one IP, within auth.window_s, that flag it for abuse.
     abuse_failed_codes: int = Field(default=20, ge=1, le=100_000)
+    # A flag (and so the IP addresses it keeps from the purge) is dropped this many
+    # days after the flagged address was last seen misbehaving.
+    abuse_keep_days: int = Field(default=90, ge=1, le=3650)
     # How long a finished data export can be downloaded.
     export_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
 
@@ -380,10 +405,14 @@ class EventsSettings(_Section):
     keep_hours: int = Field(default=24, ge=1, le=24 * 30)
     # Open streams per user on one gateway process; one more is answered 429.
     max_clients_per_user: int = Field(default=10, ge=1, le=10_000)
+    # Open streams of all users on one gateway process (each holds a connection and
+    # up to 1 MiB of queued events); one more is answered 503 with Retry-After.
+    max_streams: int = Field(default=10_000, ge=1, le=1_000_000)
     # Events replayed to a reconnecting client before it is told to refetch instead.
     replay_max: int = Field(default=500, ge=1, le=100_000)
     # A comment line this often keeps proxies from closing an idle stream; the
-    # stream's token is checked again at the same pace (a revoked one ends it).
+    # stream's token is checked again at this pace (at most every 15 s), busy or not:
+    # a revoked token or a suspended account ends it.
     keepalive_s: float = Field(default=15.0, ge=1, le=300)
     # How often each process looks for events written elsewhere (the CLI, workers,
     # another gateway process without Redis).

@@ -4,8 +4,11 @@ Built once per app by :func:`build_auth_runtime`, closed with the app."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import random
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,6 +18,8 @@ from datetime import datetime
 from bridges.codes import CodeSender, ConsoleCodeSender, TwilioCodeSender
 from bridges.twilio_rest import TwilioSender
 from config import Settings
+from config.settings import PLACEHOLDER_SECRETS
+from gateway.client_ip import Network, parse_networks
 from gateway.ratelimit import KeyHasher, MemoryLimiter, RateLimiter, RedisLimiter
 from inbox import store
 from inbox.db import Database
@@ -29,6 +34,7 @@ TOKEN_USE_FLUSH_S = 15.0
 #: An IP's abuse flag (per reason) is raised at most this often per process.
 ABUSE_FLAG_INTERVAL_S = 60.0
 CODE_SEND_TIMEOUT_S = 10.0
+_LIMIT_KEY_LABEL = b"optmsg rate-limit keys v1"
 
 
 class Throttle:
@@ -104,6 +110,9 @@ class TokenCache:
         self._max = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, store.TokenOwner]] = OrderedDict()
+        # Bumped by every forget: a lookup that started before a revocation must not
+        # put the revoked owner back (see put's ``since``).
+        self.generation = 0
 
     def get(self, digest: str) -> store.TokenOwner | None:
         entry = self._entries.get(digest)
@@ -114,8 +123,10 @@ class TokenCache:
             return None
         return entry[1]
 
-    def put(self, digest: str, owner: store.TokenOwner) -> None:
-        if self._ttl <= 0:
+    def put(self, digest: str, owner: store.TokenOwner, since: int | None = None) -> None:
+        """Remember ``owner``; ``since``: the generation read before the lookup began
+        (nothing is kept when a token or user was forgotten meanwhile)."""
+        if self._ttl <= 0 or (since is not None and since != self.generation):
             return
         self._entries[digest] = (self._clock() + self._ttl, owner)
         self._entries.move_to_end(digest)
@@ -129,10 +140,12 @@ class TokenCache:
             self._entries[digest] = (entry[0], owner)
 
     def forget_token(self, token_id: str) -> None:
+        self.generation += 1
         for digest in [d for d, (_, o) in self._entries.items() if o.token_id == token_id]:
             del self._entries[digest]
 
     def forget_user(self, user_id: str) -> None:
+        self.generation += 1
         for digest in [d for d, (_, o) in self._entries.items() if o.user_id == user_id]:
             del self._entries[digest]
 
@@ -166,6 +179,8 @@ class AuthRuntime:
     abuse_throttle: Throttle = field(default_factory=lambda: Throttle(ABUSE_FLAG_INTERVAL_S))
     token_use: TokenUse = field(default_factory=TokenUse)
     tokens: TokenCache = field(default_factory=lambda: TokenCache(0.0))
+    #: http.trusted_proxies, parsed once (see gateway.client_ip).
+    proxies: tuple[Network, ...] = ()
 
     async def close(self) -> None:
         await self.limiter.close()
@@ -201,6 +216,29 @@ def code_sender(settings: Settings) -> CodeSender:
     return ConsoleCodeSender()
 
 
+def limit_key(settings: Settings) -> bytes:
+    """The key of the HMAC in rate-limit keys. Every gateway sharing a Redis must use
+    the same one, or each counts a number apart and the limits multiply. So:
+    ``auth.limit_key`` when set; else one derived from the Twilio auth token, which
+    every gateway of a deployment holds (a fixed label keeps it unrelated to other
+    keys derived from that token); else a random key for this process only."""
+    configured = settings.auth.limit_key.get_secret_value()
+    if configured:
+        return configured.encode("utf-8")
+    token = settings.bridges.twilio.auth_token.get_secret_value()
+    # A placeholder token (allowed while the bridge is off) would give a key anyone
+    # could recompute, and with it reverse the hashed numbers in Redis.
+    if len(token) >= 16 and token.strip().lower() not in PLACEHOLDER_SECRETS:
+        return hmac.digest(token.encode("utf-8"), _LIMIT_KEY_LABEL, hashlib.sha256)
+    if settings.redis.url:
+        log.warning(
+            "auth.limit_key is empty and there is no Twilio auth token to derive it from: "
+            "this process counts sign-in limits apart from other gateways on the same "
+            "Redis; set auth.limit_key to the same value on every gateway"
+        )
+    return secrets.token_bytes(32)
+
+
 def build_auth_runtime(settings: Settings) -> AuthRuntime:
     sender = code_sender(settings)
     limiter: RateLimiter = (
@@ -208,10 +246,11 @@ def build_auth_runtime(settings: Settings) -> AuthRuntime:
     )
     return AuthRuntime(
         limiter=limiter,
-        keys=KeyHasher(settings.auth.limit_key.get_secret_value().encode("utf-8")),
+        keys=KeyHasher(limit_key(settings)),
         sender=sender,
         hasher=CodeHasher(),
         # Until real sends are measured: a typical provider round trip.
         timing=SendTiming(0.3 if isinstance(sender, TwilioCodeSender) else 0.0),
         tokens=TokenCache(settings.auth.token_cache_s),
+        proxies=parse_networks(settings.http.trusted_proxies),
     )

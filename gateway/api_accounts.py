@@ -5,8 +5,9 @@ authentication log.
 Nothing here tells whether a number has an account: a code request answers the same
 for every number (status, body, and about the same time, see
 :class:`gateway.accounts.SendTiming`), and only someone holding the code learns more.
-The client IP is ``request.remote``: behind a reverse proxy the operator configures
-aiohttp's forwarded-header handling; ``X-Forwarded-For`` is not trusted by default.
+The client IP is the TCP peer, or, when that peer is one of ``http.trusted_proxies``,
+the address its ``X-Forwarded-For`` vouches for (:mod:`gateway.client_ip`). Limits and
+abuse flags count an IPv6 client by its /64; the authentication log keeps the address.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from bridges.codes import CodeNotSent
+from gateway import client_ip as addresses
 from gateway.accounts import AuthRuntime
 from gateway.api_support import (
     TOKEN_ID,
@@ -61,7 +63,15 @@ def _runtime(request: web.Request) -> AuthRuntime:
 
 
 def client_ip(request: web.Request) -> str:
-    return (request.remote or "unknown")[: abuse.MAX_IP_CHARS]
+    """The client's address, for the authentication log."""
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    ip = addresses.resolve(request.remote, forwarded, _runtime(request).proxies)
+    return ip[: abuse.MAX_IP_CHARS]
+
+
+def client_key(ip: str) -> str:
+    """What limits and abuse flags count the client ``ip`` under."""
+    return addresses.bucket(ip)[: abuse.MAX_IP_CHARS]
 
 
 def _now() -> datetime:
@@ -130,7 +140,7 @@ async def _request_code(
     """Limits, then a verification, then the SMS (or, when none is sent, a pause as
     long as a send). 202 with the verification's id either way."""
     settings = request.config_dict[SETTINGS]
-    ip = client_ip(request)
+    ip = client_key(client_ip(request))
     decision = await _hit(request, "codes:ip", ip, settings.auth.codes_per_ip)
     if not decision.allowed:
         await _flag(request, ip, abuse.AbuseReason.CODE_REQUEST_FLOOD)
@@ -233,9 +243,10 @@ async def _check_code(
     settings = request.config_dict[SETTINGS]
     verification_id, code = _verification_fields(body)
     ip = client_ip(request)
-    decision = await _hit(request, "attempts:ip", ip, settings.auth.attempts_per_ip)
+    key = client_key(ip)
+    decision = await _hit(request, "attempts:ip", key, settings.auth.attempts_per_ip)
     if not decision.allowed:
-        await _flag(request, ip, abuse.AbuseReason.CODE_ATTEMPT_FLOOD)
+        await _flag(request, key, abuse.AbuseReason.CODE_ATTEMPT_FLOOD)
         raise _too_many(decision, "code attempts from this address")
     if not looks_like_id("vrf", verification_id):
         raise ApiProblem(404, "no such verification")
@@ -254,9 +265,9 @@ async def _check_code(
     if result.outcome is None:
         raise ApiProblem(404, "no such verification")
     if result.outcome is AuthOutcome.WRONG_CODE:
-        failed = await _hit(request, "failed:ip", ip, settings.privacy.abuse_failed_codes)
+        failed = await _hit(request, "failed:ip", key, settings.privacy.abuse_failed_codes)
         if failed.count >= settings.privacy.abuse_failed_codes:
-            await _flag(request, ip, abuse.AbuseReason.FAILED_CODES)
+            await _flag(request, key, abuse.AbuseReason.FAILED_CODES)
         if result.attempts_left:
             raise ApiProblem(400, f"the code is wrong; {result.attempts_left} attempt(s) left")
         raise ApiProblem(400, "the code is wrong and no attempts are left; request a new one")

@@ -78,10 +78,11 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     digest = store.hash_token(token)
     owner = cache.get(digest)
     if owner is None:
+        since = cache.generation
         owner = await quick_read(request, store.token_owner, request.config_dict[DATABASE], token)
         if owner is None:
             return unauthorized("invalid or revoked token")
-        cache.put(digest, owner)
+        cache.put(digest, owner, since)
     if owner.suspended:
         return problem(403, "account suspended: the operator has suspended this account")
     request[USER_ID] = owner.user_id

@@ -28,7 +28,7 @@ from gateway.accounts import (
 )
 from gateway.drafts_send import pending_emails
 from gateway.job_metrics import PoolUse
-from gateway.jobs import EXPORT_TIME_LIMIT_MS, Jobs
+from gateway.jobs import EXPORT_ALL_ATTEMPTS_S, EXPORT_TIME_LIMIT_MS, Jobs
 from gateway.keys import (
     AUTH,
     BLOBS,
@@ -74,6 +74,11 @@ CHECKPOINT_INTERVAL_S = 1.0
 # An export still pending this long lost its job (a build may take up to the job's
 # time limit, so a slow one is not started twice).
 EXPORT_SWEEP_GRACE_S = EXPORT_TIME_LIMIT_MS / 1000 + 600.0
+# An export still pending this long never will be ready: even a job lost just before
+# the grace and enqueued again by the sweeper has had every attempt (each up to the
+# time limit, with the longest backoff between). The sweeper marks it failed instead
+# of rebuilding it forever, and the user may request a new one.
+EXPORT_GIVE_UP_S = EXPORT_SWEEP_GRACE_S + EXPORT_ALL_ATTEMPTS_S
 
 
 @web.middleware
@@ -185,9 +190,20 @@ async def _sweep_media_periodically(
                 await loop.run_in_executor(pool, jobs.enqueue_send, message_id)
             if sends:
                 log.info("send sweeper: %d message(s) enqueued again", len(sends))
+            given_up = await loop.run_in_executor(
+                pool,
+                functools.partial(export.fail_stale_exports, db, older_than_s=EXPORT_GIVE_UP_S),
+            )
+            if given_up:
+                log.warning("export sweeper: %d export(s) never built, failed", len(given_up))
             exports = await loop.run_in_executor(
                 pool,
-                functools.partial(export.pending_exports, db, older_than_s=EXPORT_SWEEP_GRACE_S),
+                functools.partial(
+                    export.pending_exports,
+                    db,
+                    older_than_s=EXPORT_SWEEP_GRACE_S,
+                    younger_than_s=EXPORT_GIVE_UP_S,
+                ),
             )
             for export_id in exports:
                 await loop.run_in_executor(pool, jobs.enqueue_export, export_id)

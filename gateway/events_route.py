@@ -6,18 +6,35 @@ each event is ``id:`` (the event's id, which the client sends back as
 of JSON, then a blank line. A ``retry:`` line at the start tells browsers how soon to
 reconnect, and a comment line every ``events.keepalive_s`` keeps proxies from
 closing an idle connection.
+
+A stream lasts while its token does: the token is looked up again every
+``events.keepalive_s`` (at most :data:`TOKEN_CHECK_MAX_S`), and a revoked token or a
+suspended account ends it. A client that reads too slowly is cut off (a write not
+taken within :data:`WRITE_TIMEOUT_S`, or more than ``gateway.live.MAX_QUEUED_BYTES``
+waiting); it resumes with Last-Event-ID and misses nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from aiohttp import web
 
-from gateway.api_support import USER_ID, ApiProblem, Handler, db_of, in_pool
+from gateway.api_support import USER_ID, ApiProblem, Handler, db_of, in_pool, quick_read
 from gateway.keys import DATABASE, SETTINGS
-from gateway.live import CLOSE, EVENT_HUB, TICK, EventHub, HubClosed, Stream, TooManyStreams, frame
+from gateway.live import (
+    CLOSE,
+    EVENT_HUB,
+    TICK,
+    EventHub,
+    HubClosed,
+    HubFull,
+    Stream,
+    TooManyStreams,
+    frame,
+)
 from gateway.problems import problem
 from inbox import events, store
 
@@ -28,6 +45,12 @@ RETRY_MS = 3000
 #: The event that tells a client to refetch its lists: what it missed is unknown.
 RESET = "reset"
 MAX_EVENT_ID = 2**63 - 1
+#: A write the client has not taken within this long ends the stream. Without a bound
+#: a client that stops reading (a suspended laptop, a hostile peer) holds its handler
+#: and connection forever; 20 s is far beyond a slow but live mobile link's stall.
+WRITE_TIMEOUT_S = 20.0
+#: The stream's token is checked again at least this often, whatever is sent.
+TOKEN_CHECK_MAX_S = 15.0
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -53,12 +76,13 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     hub: EventHub = request.config_dict[EVENT_HUB]
     last = _last_event_id(request)
     start = await in_pool(request, events.start, db_of(request), user_id, last, config.replay_max)
+    retry_after = {"Retry-After": str(int(config.keepalive_s))}
     try:
-        stream = hub.open(user_id, start.cursor)
+        stream = hub.open(user_id, start.cursor, on_drop=lambda: _abort(request))
     except TooManyStreams as exc:
-        return problem(429, str(exc), headers={"Retry-After": str(int(config.keepalive_s))})
-    except HubClosed as exc:
-        return problem(503, str(exc))
+        return problem(429, str(exc), headers=retry_after)
+    except (HubFull, HubClosed) as exc:
+        return problem(503, str(exc), headers=retry_after)
     try:
         response = web.StreamResponse(
             headers={
@@ -72,35 +96,70 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         head = f"retry: {RETRY_MS}\n\n".encode()
         if start.reset:
             head += frame(start.cursor, RESET, {"reason": "refetch your lists"})
-        await response.write(head)
-        await _pump(request, response, stream, config.keepalive_s)
-    except ConnectionResetError:
+        if await _write(request, response, head):
+            await _pump(request, response, stream, config.keepalive_s)
+    except ConnectionError:  # reset by the client, or aborted here (too slow)
         log.debug("event stream client went away")
     finally:
         hub.close(stream)
     return response
 
 
+def _abort(request: web.Request) -> None:
+    """Drop the connection at once: a pending write fails instead of waiting for a
+    client that does not read, and aiohttp's closing write_eof cannot block either."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> bool:
+    """Send ``data``; False (and the connection aborted) when the client has not
+    taken it within :data:`WRITE_TIMEOUT_S`."""
+    try:
+        await asyncio.wait_for(response.write(data), WRITE_TIMEOUT_S)
+    except TimeoutError:
+        log.info("event stream client stopped reading; ending the stream")
+        _abort(request)
+        return False
+    return True
+
+
+async def _token_still_valid(request: web.Request, token: str, user_id: str) -> bool:
+    """Whether the stream's token still belongs to its user and the account is not
+    suspended. Read from the database, not the auth cache: the point is to notice a
+    change made since the stream opened, possibly by another process."""
+    try:
+        owner = await quick_read(request, store.token_owner, request.config_dict[DATABASE], token)
+    except Exception:  # cannot tell: end the stream; the reconnect is authenticated afresh
+        log.exception("re-checking an event stream's token failed")
+        return False
+    return owner is not None and owner.user_id == user_id and not owner.suspended
+
+
 async def _pump(
     request: web.Request, response: web.StreamResponse, stream: Stream, keepalive_s: float
 ) -> None:
     token = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    last_write = time.monotonic()
+    check_every = min(keepalive_s, TOKEN_CHECK_MAX_S)
+    last_write = last_check = time.monotonic()
     while True:
-        item = await stream.queue.get()
+        item = await stream.get()
+        # Checked on every wake-up once due, busy or idle (ticks come at least every
+        # keepalive_s), so that a steady flow of events cannot keep a revoked token's
+        # stream open.
+        if time.monotonic() - last_check >= check_every:
+            if not await _token_still_valid(request, token, stream.user_id):
+                return
+            last_check = time.monotonic()
         if item is TICK:
             transport = request.transport
             if transport is None or transport.is_closing():
                 return
             if time.monotonic() - last_write < keepalive_s:
                 continue
-            # A token revoked (or its account deleted) since the stream opened ends it.
-            owner = await in_pool(
-                request, store.user_for_token, request.config_dict[DATABASE], token
-            )
-            if owner != stream.user_id:
+            if not await _write(request, response, b": keep-alive\n\n"):
                 return
-            await response.write(b": keep-alive\n\n")
             last_write = time.monotonic()
             continue
         chunks: list[bytes] = []
@@ -110,10 +169,11 @@ async def _pump(
                 chunks.append(item)
             if stream.queue.empty():
                 break
-            item = stream.queue.get_nowait()
+            item = stream.get_nowait()
             closing = item is CLOSE
         if chunks:
-            await response.write(b"".join(chunks))
+            if not await _write(request, response, b"".join(chunks)):
+                return
             last_write = time.monotonic()
         if closing:
             return

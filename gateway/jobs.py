@@ -14,6 +14,8 @@ in one process each have their own.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from gateway.job_metrics import JobMetrics, QueueDepth
 from gateway.media_jobs import fetch_message_media
 from gateway.outbound import deliver_sms
 from gateway.provider_delete import delete_provider_copy
-from inbox import export
+from inbox import export, leases
 from inbox.blobs import BlobStore
 from inbox.db import Database
 
@@ -45,6 +47,10 @@ QUEUES = (MEDIA_QUEUE, SEND_QUEUE, EXPORT_QUEUE)
 # An archive of a large account takes a while (it is written from the blob files).
 EXPORT_TIME_LIMIT_MS = 60 * 60 * 1000
 EXPORT_ATTEMPTS = 3
+EXPORT_MAX_BACKOFF_MS = 120_000
+# The longest one delivery of an export job can keep it pending: every attempt running
+# into the time limit, each followed by the longest backoff.
+EXPORT_ALL_ATTEMPTS_S = EXPORT_ATTEMPTS * (EXPORT_TIME_LIMIT_MS + EXPORT_MAX_BACKOFF_MS) / 1000
 # Sends are retried with backoff (1 s .. 5 min) on 5xx, 429 and connection errors,
 # about 20 minutes in all, then marked failed with the provider's error.
 SEND_ATTEMPTS = 8
@@ -126,7 +132,7 @@ class Jobs:
             # Only database trouble is retried: unreadable data marks the export failed.
             max_retries=EXPORT_ATTEMPTS - 1,
             min_backoff=5_000,
-            max_backoff=120_000,
+            max_backoff=EXPORT_MAX_BACKOFF_MS,
             time_limit=EXPORT_TIME_LIMIT_MS,
         )(self._build_export)
         out = settings.email_out
@@ -195,14 +201,25 @@ class Jobs:
         )
 
     def _build_export(self, export_id: str) -> None:
-        # A deleted account's export is gone with it: build() then returns None quietly.
-        record = export.build(
-            self._db,
-            self._blobs,
-            export.exports_dir(Path(self.settings.storage.blob_dir)),
-            export_id,
-            ttl=timedelta(hours=self.settings.privacy.export_ttl_hours),
-        )
+        # The sweeper may enqueue an export again while a slow build still runs (in
+        # this or another worker): one build per export at a time, by a lease that
+        # lasts as long as a build may (a crashed build's lease then simply expires).
+        lease, holder = f"export:{export_id}", f"{os.getpid()}:{secrets.token_hex(8)}"
+        ttl = timedelta(milliseconds=EXPORT_TIME_LIMIT_MS)
+        if not leases.try_lease(self._db, lease, holder, ttl):
+            log.info("export %s: already being built elsewhere", export_id)
+            return
+        try:
+            # A deleted account's export is gone with it: build() then returns None.
+            record = export.build(
+                self._db,
+                self._blobs,
+                export.exports_dir(Path(self.settings.storage.blob_dir)),
+                export_id,
+                ttl=timedelta(hours=self.settings.privacy.export_ttl_hours),
+            )
+        finally:
+            leases.release(self._db, lease, holder)
         if record is not None:
             log.info("export %s: %s", export_id, record.state)
 

@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,9 +50,11 @@ log = logging.getLogger(__name__)
 
 #: Rows read per query when a feed catches up.
 PAGE = 500
-#: Batches of events waiting for one stream beyond which it is closed (a client too
-#: slow to read them); it reconnects with Last-Event-ID and replays from the table.
-MAX_QUEUED = 200
+#: Bytes of events waiting for one stream beyond which it is dropped: a client that
+#: reads too slowly (or not at all) must not make the process hold its backlog.
+#: Nothing is lost: the client reconnects with Last-Event-ID and replays what it
+#: missed from the events table, which is the source of truth.
+MAX_QUEUED_BYTES = 1 << 20
 _REDIS_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 _MAX_USERS_PER_PUBLISH = 1000
 
@@ -64,6 +66,11 @@ class TooManyStreams(Exception):
 
 class HubClosed(Exception):
     """Raised by :meth:`EventHub.open` once the process is shutting down."""
+
+
+class HubFull(Exception):
+    """Raised by :meth:`EventHub.open` when this process already holds
+    ``events.max_streams`` streams (of all users)."""
 
 
 #: Put on a stream's queue to end it: the hub is closing, or the stream fell behind.
@@ -85,29 +92,62 @@ def frame(event_id: int, kind: str, data: object) -> bytes:
 
 @dataclass(eq=False)
 class Stream:
-    """One connected client. ``queue`` holds encoded events to send, or :data:`CLOSE`."""
+    """One connected client. ``queue`` holds encoded events to send, :data:`TICK` or
+    :data:`CLOSE`; take from it with :meth:`get` / :meth:`get_nowait`, which keep
+    ``queued_bytes`` (what the events waiting take) up to date.
+
+    ``on_drop`` is called when the stream falls too far behind: its handler is most
+    likely blocked writing to a client that stopped reading, and must be woken (the
+    route aborts the connection)."""
 
     user_id: str
     cursor: int
+    on_drop: Callable[[], None] | None = None
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    queued_bytes: int = 0
 
-    def offer(self, batch: list[tuple[int, bytes]]) -> None:
-        """Queue the events of ``batch`` (id, encoded frame) this stream has not sent."""
+    def offer(self, batch: list[tuple[int, bytes]]) -> bool:
+        """Queue the events of ``batch`` (id, encoded frame) this stream has not sent.
+        False when that would put it over :data:`MAX_QUEUED_BYTES`: the stream is then
+        dropped (its backlog freed, ``on_drop`` called) and must leave the hub."""
         if self.closed or not batch or batch[-1][0] <= self.cursor:
-            return
-        fresh = [f for i, f in batch if i > self.cursor]
-        if self.queue.qsize() + 1 > MAX_QUEUED:
-            self.end()
-            return
+            return True
         # One item per batch: a thousand streams of one user wake once each per change.
-        self.queue.put_nowait(b"".join(fresh))
+        chunk = b"".join(f for i, f in batch if i > self.cursor)
+        if self.queued_bytes + len(chunk) > MAX_QUEUED_BYTES:
+            self._drop()
+            return False
+        self.queue.put_nowait(chunk)
+        self.queued_bytes += len(chunk)
         self.cursor = batch[-1][0]
+        return True
+
+    async def get(self) -> Any:
+        return self._taken(await self.queue.get())
+
+    def get_nowait(self) -> Any:
+        return self._taken(self.queue.get_nowait())
+
+    def _taken(self, item: Any) -> Any:
+        if isinstance(item, bytes):
+            self.queued_bytes -= len(item)
+        return item
 
     def end(self) -> None:
+        """End after what is queued has been sent (shutdown)."""
         if not self.closed:
             self.closed = True
             self.queue.put_nowait(CLOSE)
+
+    def _drop(self) -> None:
+        self.closed = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queued_bytes = 0
+        self.queue.put_nowait(CLOSE)
+        if self.on_drop is not None:
+            self.on_drop()
 
 
 class _Feed:
@@ -149,7 +189,9 @@ class _Feed:
                 # Encoded once for all the user's streams.
                 encoded = [(e.id, frame(e.id, e.kind, e.data)) for e in batch]
                 for stream in streams:
-                    stream.offer(encoded)
+                    if not stream.offer(encoded):
+                        # Its slot is free at once, whenever its handler notices.
+                        self.hub.close(stream)
                 if len(batch) >= PAGE:
                     self.again = True
                 if not self.again:
@@ -169,6 +211,7 @@ class EventHub:
         self._db = db
         self._pool = pool
         self._feeds: dict[str, _Feed] = {}
+        self._open = 0
         # Tells this process's own messages apart on the shared channel.
         self._origin = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._to_publish: set[str] = set()
@@ -182,13 +225,18 @@ class EventHub:
 
     @property
     def stream_count(self) -> int:
-        return sum(len(f.streams) for f in self._feeds.values())
+        """Streams registered on this process (a dropped one no longer counts)."""
+        return self._open
 
-    def open(self, user_id: str, cursor: int) -> Stream:
+    def open(self, user_id: str, cursor: int, on_drop: Callable[[], None] | None = None) -> Stream:
         """Register a stream that has sent everything up to ``cursor``; it is handed
-        what is newer at once."""
+        what is newer at once. ``on_drop``: see :class:`Stream`."""
         if self._closing:
             raise HubClosed("the gateway is shutting down")
+        if self._open >= self._settings.max_streams:
+            raise HubFull(
+                f"this server holds its maximum of {self._settings.max_streams} event streams"
+            )
         feed = self._feeds.get(user_id)
         if feed is None:
             feed = self._feeds[user_id] = _Feed(self, user_id)
@@ -197,17 +245,20 @@ class EventHub:
                 f"at most {self._settings.max_clients_per_user} event streams per user "
                 "may be open at once"
             )
-        stream = Stream(user_id, cursor)
+        stream = Stream(user_id, cursor, on_drop)
         feed.streams.add(stream)
+        self._open += 1
         feed.kick()
         return stream
 
     def close(self, stream: Stream) -> None:
+        """Unregister ``stream``; harmless when it already is."""
         stream.closed = True
         feed = self._feeds.get(stream.user_id)
-        if feed is None:
+        if feed is None or stream not in feed.streams:
             return
-        feed.streams.discard(stream)
+        feed.streams.remove(stream)
+        self._open -= 1
         if not feed.streams and feed.task is None:
             del self._feeds[stream.user_id]
 

@@ -34,9 +34,12 @@ then first replays every event you missed, in order, then continues live. Withou
 one, only events from now on are sent. A value that is not a whole number is a 400.
 
 The stream ends when the server shuts down (reconnect after `retry`), when your token
-is revoked (checked every keep-alive), or when you read too slowly (reconnect with
-`Last-Event-ID`). Each user may hold a limited number of streams open at once on one
-server (`events.max_clients_per_user`); one more is a 429."""
+is revoked or your account suspended (checked every keep-alive interval, at most 15 s
+apart, however busy the stream), or when you read too slowly: a write not taken within
+20 s, or over 1 MiB of events waiting (reconnect with `Last-Event-ID`; nothing is
+lost). Each user may hold a limited number of streams open at once on one server
+(`events.max_clients_per_user`); one more is a 429. A server holding its maximum of
+streams (`events.max_streams`) answers 503 with `Retry-After`."""
 
 
 def _event_data(properties: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +47,9 @@ def _event_data(properties: dict[str, Any]) -> dict[str, Any]:
 
 
 _ID = {"type": "string", "description": "The message's id"}
+_RETRY_AFTER = {
+    "Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+}
 
 
 def paths() -> dict[str, Any]:
@@ -77,14 +83,14 @@ def paths() -> dict[str, Any]:
                     "429": {
                         **PROBLEM,
                         "description": "Too many streams open for this user; retry later",
-                        "headers": {
-                            "Retry-After": {
-                                "required": True,
-                                "schema": {"type": "string", "pattern": "^[0-9]+$"},
-                            }
-                        },
+                        "headers": _RETRY_AFTER,
                     },
-                    "503": {**PROBLEM, "description": "The server is shutting down"},
+                    "503": {
+                        **PROBLEM,
+                        "description": "The server is shutting down or holds its maximum "
+                        "of streams; retry later (another server may take it)",
+                        "headers": _RETRY_AFTER,
+                    },
                 },
             }
         }

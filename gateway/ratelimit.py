@@ -8,7 +8,8 @@ again once its earlier hits leave the window, and ``retry_after_s`` says when.
 
 Keys name what is limited (``"codes:number"``) and a value (a phone number, an IP).
 The value is never stored as given: :class:`KeyHasher` replaces it by an HMAC
-keyed with ``auth.limit_key`` so that Redis never holds a phone number (a plain
+keyed with ``auth.limit_key`` (or a key derived from the Twilio auth token, see
+:func:`gateway.accounts.limit_key`) so that Redis never holds a phone number (a plain
 hash of a number is reversed by trying the ~10^10 numbers of a country).
 """
 
@@ -56,8 +57,8 @@ class KeyHasher:
     """Turns (kind, value) into a limiter key that does not reveal the value."""
 
     def __init__(self, secret: bytes) -> None:
-        # No configured key: a random one. Fine for one process; processes sharing a
-        # Redis need the same configured key to count the same number alike.
+        # No key: a random one, fine for one process only (processes sharing a Redis
+        # need the same key to count a number alike; gateway.accounts.limit_key).
         self._secret = secret or secrets.token_bytes(32)
 
     def key(self, kind: str, value: str) -> str:

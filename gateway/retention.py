@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from config import Settings
+from gateway.jobs import EXPORT_TIME_LIMIT_MS
 from inbox import events, export, leases, privacy_retention, raw_store
 from inbox.blobs import BlobStore
 from inbox.db import Database
@@ -25,6 +26,7 @@ class RetentionResult:
     exports_deleted: int = 0  # expired archives (file and row)
     verifications_deleted: int = 0  # sign-in codes used or expired over a day ago
     events_deleted: int = 0  # live-update events older than events.keep_hours
+    flags_expired: int = 0  # abuse flags last seen over privacy.abuse_keep_days ago
 
     def as_json(self) -> dict[str, int]:
         return {
@@ -35,6 +37,7 @@ class RetentionResult:
             "exports_deleted": self.exports_deleted,
             "verifications_deleted": self.verifications_deleted,
             "events_deleted": self.events_deleted,
+            "flags_expired": self.flags_expired,
         }
 
 
@@ -49,19 +52,22 @@ def run_retention(
     )
     with db.write.begin() as conn:
         raw = raw_store.delete_unreferenced(conn)
+    flags = privacy_retention.expire_flags(db, keep_days=settings.privacy.abuse_keep_days, now=now)
     ips = privacy_retention.purge_ips(db, keep_days=settings.privacy.ip_log_days, now=now)
     exports = export.purge_expired(
         db,
         export.exports_dir(Path(settings.storage.blob_dir)),
         ttl=timedelta(hours=settings.privacy.export_ttl_hours),
+        build_time_limit=timedelta(milliseconds=EXPORT_TIME_LIMIT_MS),
         now=now,
     )
     codes = privacy_retention.purge_verifications(db, now=now)
     old_events = events.purge(db, keep_hours=settings.events.keep_hours, now=now)
-    if ips or exports or codes:
+    if ips or exports or codes or flags:
         log.info(
-            "retention: %d IP addresses erased from the auth log, %d expired exports "
-            "deleted, %d old verification codes deleted",
+            "retention: %d abuse flags expired, %d IP addresses erased from the auth log, "
+            "%d expired exports deleted, %d old verification codes deleted",
+            flags,
             ips,
             exports,
             codes,
@@ -78,7 +84,7 @@ def run_retention(
         log.info(
             "retention: %d live-update events older than the resume window deleted", old_events
         )
-    return RetentionResult(expired, purged, raw, ips, exports, codes, old_events)
+    return RetentionResult(expired, purged, raw, ips, exports, codes, old_events, flags)
 
 
 #: The lease that elects which gateway process runs retention in a period.

@@ -4,8 +4,10 @@ A request creates a ``pending`` row in ``exports``; a job builds the zip and mar
 it ``ready`` (with its size and SHA-256, downloadable until ``expires_at``) or
 ``failed`` (with a reason). The archive is written streaming, member by member,
 from the database in pages and from the blob files in chunks, so its size is not
-bounded by memory. It goes to a temporary name in the exports directory, is
-fsynced, and is then linked to ``<id>.zip``: a reader never sees half an archive,
+bounded by memory. It goes to a temporary name in the exports directory
+(``.tmp-<id>-<random>.zip``, so that account deletion finds one a killed build left,
+and retention removes those older than a build may run), is fsynced, and is then
+linked to ``<id>.zip``: a reader never sees half an archive,
 and a second build of the same export (dramatiq delivers at least once) never
 replaces the first one's file under a row that already names its digest.
 
@@ -70,6 +72,9 @@ FORMAT_VERSION = 1
 _PAGE = 500
 _CHUNK = 1024 * 1024
 _MAX_NAME_CHARS = 100
+_TEMP_PREFIX, _TEMP_SUFFIX = ".tmp-", ".zip"
+#: Shown on an export the sweeper gave up on (see :func:`fail_stale_exports`).
+GAVE_UP = "the archive could not be built in time; request a new export"
 #: Ready archives one user may hold at once (each is a full copy of their data on
 #: disk until it expires).
 MAX_READY = 3
@@ -169,10 +174,37 @@ def archive_path(directory: Path, export_id: str) -> Path:
     return directory / f"{export_id}.zip"
 
 
+def temp_prefix(export_id: str) -> str:
+    """The name prefix of an export's half-written archives (``.tmp-<id>-<random>.zip``):
+    a build killed mid-way leaves one behind, full of the user's data, and the id in
+    its name lets account deletion find it."""
+    archive_path(Path(), export_id)  # refuses anything but an id: it goes into a glob
+    return f"{_TEMP_PREFIX}{export_id}-"
+
+
 def delete_archives(directory: Path, export_ids: list[str]) -> None:
-    """Delete the archive files of these exports, and any half-written ones' names."""
+    """Delete the archive files of these exports and their half-written ones (of a
+    build in progress, or of one killed mid-way)."""
     for export_id in export_ids:
         archive_path(directory, export_id).unlink(missing_ok=True)
+        for tmp in directory.glob(f"{temp_prefix(export_id)}*{_TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+
+
+def purge_stale_temps(directory: Path, *, older_than: timedelta, now: datetime) -> int:
+    """Delete half-written archives last written more than ``older_than`` ago (longer
+    than a build may run: their build was killed). A build in progress keeps writing
+    its file, so its modification time stays recent."""
+    if not directory.is_dir():
+        return 0
+    cutoff = (now - older_than).timestamp()
+    removed = 0
+    for tmp in directory.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+    return removed
 
 
 # --- requests and reads (scoped to the user) -----------------------------------------
@@ -290,7 +322,9 @@ def build(
         return _record(row)
     directory.mkdir(parents=True, exist_ok=True)
     final = archive_path(directory, export_id)
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".zip")
+    fd, tmp_name = tempfile.mkstemp(
+        dir=directory, prefix=temp_prefix(export_id), suffix=_TEMP_SUFFIX
+    )
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w+b") as fh:
@@ -350,28 +384,63 @@ def _file_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def pending_exports(db: Database, *, older_than_s: float, limit: int = 100) -> list[str]:
-    """Exports still pending after ``older_than_s``: their job was lost with an
-    in-memory queue or a broker restart; the sweeper enqueues them again."""
-    cutoff = _now() - timedelta(seconds=older_than_s)
+def fail_stale_exports(
+    db: Database, *, older_than_s: float, now: datetime | None = None
+) -> list[str]:
+    """Mark failed (with :data:`GAVE_UP`) the exports still pending ``older_than_s``
+    after their request: every attempt of their job has run out (an archive too
+    large to build within the job's time limit, or a build that keeps failing), so
+    enqueueing them again would only rebuild them forever. Their ids, for the log;
+    the user may then request a new export."""
+    cutoff = (now or _now()) - timedelta(seconds=older_than_s)
     e = exports_t.c
+    stale = sa.and_(e.state == PENDING, e.created_at < cutoff)
+    with db.write.begin() as conn:
+        ids = list(conn.execute(sa.select(e.id).where(stale).order_by(e.id)).scalars())
+        if ids:
+            # The state is checked again: a build may have finished meanwhile.
+            conn.execute(
+                exports_t.update().where(e.id.in_(ids), stale).values(state=FAILED, error=GAVE_UP)
+            )
+    return ids
+
+
+def pending_exports(
+    db: Database,
+    *,
+    older_than_s: float,
+    younger_than_s: float | None = None,
+    limit: int = 100,
+    now: datetime | None = None,
+) -> list[str]:
+    """Exports pending for more than ``older_than_s`` (and, when given, less than
+    ``younger_than_s``, past which :func:`fail_stale_exports` gives up on them): their
+    job was lost with an in-memory queue or a broker restart; the sweeper enqueues
+    them again."""
+    now = now or _now()
+    e = exports_t.c
+    where = [e.state == PENDING, e.created_at < now - timedelta(seconds=older_than_s)]
+    if younger_than_s is not None:
+        where.append(e.created_at >= now - timedelta(seconds=younger_than_s))
     with db.read.connect() as conn:
         return list(
-            conn.execute(
-                sa.select(e.id)
-                .where(e.state == PENDING, e.created_at < cutoff)
-                .order_by(e.id)
-                .limit(limit)
-            ).scalars()
+            conn.execute(sa.select(e.id).where(*where).order_by(e.id).limit(limit)).scalars()
         )
 
 
 def purge_expired(
-    db: Database, directory: Path, *, ttl: timedelta, now: datetime | None = None
+    db: Database,
+    directory: Path,
+    *,
+    ttl: timedelta,
+    build_time_limit: timedelta,
+    now: datetime | None = None,
 ) -> int:
     """Delete archives past their expiry, and failed exports older than ``ttl`` (their
-    reason has been shown long enough): files first, then rows."""
+    reason has been shown long enough): files first, then rows. Half-written archives
+    untouched for longer than ``build_time_limit`` (their build was killed) go too."""
     now = now or _now()
+    purge_stale_temps(directory, older_than=build_time_limit, now=now)
     e = exports_t.c
     gone = sa.or_(
         sa.and_(e.state == READY, e.expires_at < now),

@@ -50,14 +50,11 @@ def try_lease(
 
 
 def release(db: Database, name: str, holder: str) -> None:
-    """Give the lease up at once (a process shutting down), if ``holder`` has it."""
+    """Give the lease up at once (a process shutting down, a job done), if ``holder``
+    has it. The row goes too, so that one-off leases (one per export) leave nothing."""
     lease = leases_t.c
     with db.write.begin() as conn:
-        conn.execute(
-            leases_t.update()
-            .where(lease.name == name, lease.holder == holder)
-            .values(expires_at=datetime(1970, 1, 1, tzinfo=UTC))
-        )
+        conn.execute(leases_t.delete().where(lease.name == name, lease.holder == holder))
 
 
 def holder_of(db: Database, name: str, now: datetime | None = None) -> str | None:

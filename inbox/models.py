@@ -310,7 +310,8 @@ class DataExport(SQLModel, table=True):
     state: str = Field(max_length=10)  # pending | ready | failed
     created_at: datetime
     expires_at: datetime | None = None
-    size: int | None = None
+    # Bytes: an archive may exceed 2 GiB.
+    size: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     sha256: str | None = Field(default=None, max_length=64)
     error: str | None = Field(default=None, max_length=500)
 

@@ -1,6 +1,7 @@
 """What the privacy policy says we keep only for a while: client IP addresses in the
 authentication log (``privacy.ip_log_days``, except IPs flagged for abuse, which
-are kept and listed for operators) and used or expired sign-in codes.
+are kept and listed for operators until ``privacy.abuse_keep_days`` after they were
+last seen) and used or expired sign-in codes.
 
 The flags are written by :mod:`inbox.abuse`; this module reads, clears and honours
 them.
@@ -8,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,17 +55,52 @@ def _iso(value: datetime) -> str:
 
 def purge_ips(db: Database, *, keep_days: int, now: datetime | None = None) -> int:
     """Erase the IP of authentication log entries older than ``keep_days``, except
-    IPs flagged for abuse; returns how many entries lost their IP."""
+    addresses inside a flagged one (an IPv4 address, or the /64 network an IPv6
+    client is flagged by); returns how many entries lost their IP."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
     a, f = auth_log_t.c, abuse_flags_t.c
-    flagged = sa.select(f.ip).where(f.ip == a.ip)
+    erased = 0
+    with db.write.begin() as conn:
+        flagged = [_network(ip) for ip in conn.execute(sa.select(f.ip).distinct()).scalars()]
+        networks = [n for n in flagged if n is not None]
+        rows = conn.execute(
+            sa.select(a.id, a.ip).where(a.created_at < cutoff, a.ip.is_not(None))
+        ).all()
+        erase = [row.id for row in rows if not _inside(row.ip, networks)]
+        for start in range(0, len(erase), _BATCH):
+            chunk = erase[start : start + _BATCH]
+            erased += int(
+                conn.execute(auth_log_t.update().where(a.id.in_(chunk)).values(ip=None)).rowcount
+            )
+    return erased
+
+
+_BATCH = 500
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def _inside(ip: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False  # not an address: nothing flagged keeps it
+    return any(address in network for network in networks)
+
+
+def expire_flags(db: Database, *, keep_days: int, now: datetime | None = None) -> int:
+    """Drop abuse flags whose address was last seen over ``keep_days`` ago: the IPs
+    they kept in the authentication log are then erased like any other. Returns how
+    many flags went."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
     with db.write.begin() as conn:
         return int(
-            conn.execute(
-                auth_log_t.update()
-                .where(a.created_at < cutoff, a.ip.is_not(None), ~sa.exists(flagged))
-                .values(ip=None)
-            ).rowcount
+            conn.execute(abuse_flags_t.delete().where(abuse_flags_t.c.last_seen < cutoff)).rowcount
         )
 
 

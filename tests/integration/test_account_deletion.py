@@ -162,6 +162,27 @@ async def test_delete_account_leaves_nothing_of_the_user_in_any_table_or_file(
     assert gone == {export.archive_path(export.exports_dir(blob_dir), ada.export_id)}
 
 
+async def test_a_half_written_archive_of_the_user_is_deleted_with_the_account(
+    settings: Settings, db: Database, client: Client
+) -> None:
+    exports = export.exports_dir(Path(settings.storage.blob_dir))
+    exports.mkdir(parents=True, exist_ok=True)
+    ada, bob = new_user(db, ADA, "Ada"), new_user(db, BOB, "Bob")
+    # What a build killed mid-way (kill -9, OOM) leaves: a temporary file per export.
+    temps = {}
+    for who in (ada, bob):
+        export_id = export.request_export(db, who).id
+        temps[who] = exports / f"{export.temp_prefix(export_id)}k1ll3d.zip"
+        temps[who].write_bytes(b"PK half an archive")
+    token = store.create_token(db, ada, "phone")[1]
+    reply = await checked_call(
+        client, openapi_document(), "DELETE", "/account", token=token, json=CONFIRM
+    )
+    assert reply.status == 204
+    assert not temps[ada].exists()
+    assert temps[bob].exists()
+
+
 async def test_a_blob_only_the_deleted_user_had_is_deleted(
     settings: Settings, db: Database, client: Client
 ) -> None:

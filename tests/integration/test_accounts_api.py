@@ -348,6 +348,57 @@ async def test_code_requests_per_ip_are_limited_and_flag_the_ip(
     assert (flag.ip, flag.reason, flag.count) == ("127.0.0.1", "code_request_flood", 1)
 
 
+async def _logins_from(client: Client, forwarded_for: str, count: int) -> list[int]:
+    numbers = [f"+1415555012{i}" for i in range(count)]
+    headers = {"X-Forwarded-For": forwarded_for}
+    return [
+        (await call(client, "POST", "/auth/login", json={"phone": n}, headers=headers)).status
+        for n in numbers
+    ]
+
+
+async def test_clients_behind_a_trusted_proxy_are_limited_apart(
+    make_client: MakeClient, db: Database
+) -> None:
+    client = await make_client(http={"trusted_proxies": ["127.0.0.1"]}, auth={"codes_per_ip": 2})
+    # The first client prepends a forged hop: only the proxy's own entry counts.
+    assert await _logins_from(client, "198.51.100.1, 203.0.113.9", 3) == [202, 202, 429]
+    assert await _logins_from(client, "203.0.113.10", 2) == [202, 202]
+    (flag,) = rows(db, abuse_flags_t)
+    assert (flag.ip, flag.reason) == ("203.0.113.9", "code_request_flood")
+
+
+async def test_x_forwarded_for_is_ignored_without_a_trusted_proxy(
+    make_client: MakeClient, db: Database
+) -> None:
+    client = await make_client(auth={"codes_per_ip": 2})
+    assert await _logins_from(client, "203.0.113.9", 2) == [202, 202]
+    assert await _logins_from(client, "203.0.113.10", 1) == [429]
+    (flag,) = rows(db, abuse_flags_t)
+    assert flag.ip == "127.0.0.1"
+
+
+async def test_ipv6_clients_are_limited_per_64(make_client: MakeClient, db: Database) -> None:
+    client = await make_client(http={"trusted_proxies": ["127.0.0.1"]}, auth={"codes_per_ip": 2})
+    assert await _logins_from(client, "2001:db8:1:2::a", 2) == [202, 202]
+    assert await _logins_from(client, "2001:db8:1:2::b", 1) == [429]
+    assert await _logins_from(client, "2001:db8:1:3::a", 1) == [202]
+    (flag,) = rows(db, abuse_flags_t)
+    assert flag.ip == "2001:db8:1:2::/64"
+
+
+async def test_the_auth_log_keeps_the_forwarded_client_address(
+    make_client: MakeClient, codes: Codes, db: Database
+) -> None:
+    client = await make_client(http={"trusted_proxies": ["127.0.0.0/8"]})
+    headers = {"X-Forwarded-For": "2001:db8:1:2::a"}
+    started = await call(client, "POST", "/auth/signup", json=SIGNUP, headers=headers)
+    body = {"verification_id": started.body["verification_id"], "code": codes.last(ADA)}
+    assert (await call(client, "POST", "/auth/verify", json=body, headers=headers)).status == 201
+    (entry,) = rows(db, auth_log_t)
+    assert entry.ip == "2001:db8:1:2::a"
+
+
 async def test_code_attempts_per_ip_are_limited(make_client: MakeClient) -> None:
     client = await make_client(auth={"attempts_per_ip": 2})
     started = await call(client, "POST", "/auth/login", json={"phone": BOB})

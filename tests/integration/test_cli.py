@@ -354,6 +354,7 @@ def test_quarantine_expire_runs_the_retention_job(
         "exports_deleted": 0,
         "verifications_deleted": 0,
         "events_deleted": 0,
+        "flags_expired": 0,
     }
 
 

@@ -9,8 +9,10 @@ Responses other than the open stream are checked against the OpenAPI document.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,12 +23,15 @@ from aiohttp import ClientResponse, ClientSession, ClientTimeout
 from aiohttp.test_utils import TestClient, TestServer
 
 from config import Settings
+from gateway import events_route
 from gateway.app import create_app
+from gateway.live import EVENT_HUB, MAX_QUEUED_BYTES, EventHub
 from gateway.openapi import openapi_document
 from inbox import events, store
 from inbox.addresses import E164
 from inbox.db import Database
 from inbox.outbound import insert_outbound_sms, mark_handed_over
+from inbox.suspension import set_suspended
 from tests.conftest import ACCOUNT_SID, missing_service, twilio_form
 from tests.integration.helpers import make_user, message_rows, post_signed, trust_sender
 from tests.integration.openapi_check import checked_call
@@ -338,6 +343,173 @@ async def test_a_revoked_token_ends_its_stream(
     assert owner is not None
     store.revoke_token(db, users["ada"], owner.token_id)
     assert await stream.ended(timeout=5)
+
+
+def _record(db: Database, user_id: str, count: int, filler: int = 0) -> None:
+    """``count`` events for ``user_id`` written straight to the table (as a worker
+    would); ``filler`` pads each one's data to make large frames."""
+    data = {"message_id": "m" * filler or "m"}
+    with db.write.begin() as conn:
+        events.insert(conn, [events.NewEvent(user_id, events.MESSAGE_DELETED, data)] * count)
+
+
+async def _until_ended(stream: SseReader, within: float) -> float:
+    """Read the stream (events keep coming) until the server ends it; the seconds taken."""
+    started = time.monotonic()
+    deadline = started + within
+    with contextlib.suppress(EOFError):
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await stream.next(timeout=deadline - time.monotonic())
+        raise AssertionError(f"the stream was still open after {within} s")
+    return time.monotonic() - started
+
+
+async def test_a_busy_stream_ends_within_two_periods_of_revocation(
+    settings: Settings, db: Database, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    users, tokens = _people(db)
+    client = await aiohttp_client(create_app(_events_settings(settings, keepalive_s=1)))
+    hub = client.app[EVENT_HUB]
+    stream = await World(client, db, users, tokens).open()
+
+    async def busy() -> None:  # an event every 0.3 s: never idle for a keep-alive
+        while True:
+            _record(db, users["ada"], 1)
+            hub.notify([users["ada"]])
+            await asyncio.sleep(0.3)
+
+    feeder = asyncio.create_task(busy())
+    try:
+        for _ in range(4):
+            await stream.next(timeout=2)
+        owner = store.token_owner(db, tokens["ada"])
+        assert owner is not None
+        store.revoke_token(db, users["ada"], owner.token_id)
+        assert await _until_ended(stream, within=4) < 2.5
+        assert stream.comments == 0  # it ended although no keep-alive was ever due
+    finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+
+
+async def test_a_suspended_users_open_stream_ends(
+    settings: Settings, db: Database, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    users, tokens = _people(db)
+    client = await aiohttp_client(create_app(_events_settings(settings, keepalive_s=1)))
+    w = World(client, db, users, tokens)
+    adas, bobs = await w.open(), await w.open("bob")
+    set_suspended(db, users["ada"], True)
+    assert await adas.ended(timeout=4)
+    assert await bobs.nothing_within(1.5)  # another user's stream goes on
+
+
+async def _silent_reader(client: Client, token: str) -> socket.socket:
+    """A raw connection with a tiny receive buffer that asks for the stream, reads
+    its response head and then never reads again."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (str(client.server.host), int(str(client.server.port))))
+    request = f"GET {EVENTS} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\r\n"
+    await loop.sock_sendall(sock, request.encode())
+    head = await asyncio.wait_for(loop.sock_recv(sock, 1024), WAIT_S)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    # Loopback would otherwise absorb megabytes in the server's send buffer (Linux
+    # grows it up to tcp_wmem's maximum): make it as small as a congested link's.
+    runner = client.server.runner
+    assert runner is not None and runner.server is not None
+    for handler in runner.server.connections:
+        assert handler.transport is not None
+        server_side = handler.transport.get_extra_info("socket")
+        server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return sock
+
+
+async def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Drain what the server had sent; True when the connection then ends."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), deadline - time.monotonic())
+            if not chunk:
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+async def _stream_count_drops(hub: EventHub, to: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if hub.stream_count == to:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_a_client_that_never_reads_is_cut_off_and_its_slot_freed(
+    settings: Settings, db: Database, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    users, tokens = _people(db)
+    client = await aiohttp_client(create_app(_events_settings(settings, max_clients_per_user=1)))
+    hub = client.app[EVENT_HUB]
+    sock = await _silent_reader(client, tokens["ada"])
+    try:
+        assert hub.stream_count == 1
+        # Frames of about 1 KB: twice the queue's limit (the socket buffers hold
+        # about 100 KB).
+        _record(db, users["ada"], 2 * MAX_QUEUED_BYTES // 1000, filler=900)
+        hub.notify([users["ada"]])
+        assert await _stream_count_drops(hub, 0, within=10)
+        assert await _closed_by_server(sock, within=5)
+    finally:
+        sock.close()
+    # The user's only slot is free again: a new stream opens and replays from the table.
+    replay = await World(client, db, users, tokens).open(headers={"Last-Event-ID": "0"})
+    assert (await replay.next()).event in ("reset", events.MESSAGE_DELETED)
+
+
+async def test_a_write_the_client_does_not_take_in_time_ends_the_stream(
+    settings: Settings,
+    db: Database,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events_route, "WRITE_TIMEOUT_S", 0.5)
+    users, tokens = _people(db)
+    client = await aiohttp_client(create_app(settings))
+    hub = client.app[EVENT_HUB]
+    sock = await _silent_reader(client, tokens["ada"])
+    try:
+        # More than the socket buffers take, less than would overflow the queue.
+        _record(db, users["ada"], MAX_QUEUED_BYTES // 3 // 1000, filler=900)
+        hub.notify([users["ada"]])
+        assert await _stream_count_drops(hub, 0, within=5)
+        assert await _closed_by_server(sock, within=5)
+    finally:
+        sock.close()
+
+
+async def test_a_server_holding_its_maximum_of_streams_answers_503(
+    settings: Settings, db: Database, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    users, tokens = _people(db)
+    client = await aiohttp_client(create_app(_events_settings(settings, max_streams=2)))
+    w = World(client, db, users, tokens)
+    first, _second = await w.open("ada"), await w.open("bob")
+    reply = await checked_call(client, openapi_document(), "GET", "/events", token=tokens["ada"])
+    assert reply.status == 503 and "maximum of 2" in reply.body["detail"]
+    assert reply.headers["Retry-After"].isdigit()
+    first.response.close()
+    assert await _stream_count_drops(client.app[EVENT_HUB], 1, within=10)
+    assert (await w.open("ada")).response.status == 200
 
 
 async def test_an_idle_stream_gets_keep_alive_comments(

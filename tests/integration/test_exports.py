@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,10 +21,10 @@ from aiohttp.test_utils import TestClient
 
 from config import Settings
 from gateway.app import create_app
-from gateway.keys import BLOBS
+from gateway.keys import BLOBS, JOBS
 from gateway.openapi import openapi_document
 from gateway.retention import run_retention
-from inbox import export, raw_store, store
+from inbox import export, leases, raw_store, store
 from inbox.blobs import BlobStore
 from inbox.db import Database
 from inbox.models import exports_t
@@ -364,3 +365,139 @@ async def test_building_twice_keeps_the_first_archive(world: World) -> None:
     )
     assert again is not None and again.sha256 == ready["sha256"]
     assert (world.exports_dir / f"{ready['id']}.zip").read_bytes() == before
+
+
+async def test_an_export_being_built_elsewhere_is_not_built_twice(world: World) -> None:
+    pending = export.request_export(world.db, world.ada.user_id)
+    jobs = world.client.app[JOBS]
+    # Another worker's build holds the export's lease.
+    assert leases.try_lease(world.db, f"export:{pending.id}", "other", timedelta(hours=1))
+    await asyncio.to_thread(jobs._build_export, pending.id)
+    shown = await world.call("GET", f"/exports/{pending.id}")
+    assert shown.body["state"] == "pending"
+    leases.release(world.db, f"export:{pending.id}", "other")
+    await asyncio.to_thread(jobs._build_export, pending.id)
+    shown = await world.call("GET", f"/exports/{pending.id}")
+    assert shown.body["state"] == "ready"
+
+
+# --- the sweeper: lost jobs, and exports that never finish -------------------------------------
+
+GRACE_S, GIVE_UP_S = 600.0, 3600.0
+
+
+def pending_since(world: World, age: timedelta, now: datetime) -> str:
+    """A pending export of Ada's requested ``age`` before ``now``."""
+    pending = export.request_export(world.db, world.ada.user_id, now=now - age)
+    return pending.id
+
+
+def state_of(world: World, export_id: str) -> tuple[str, str | None]:
+    record = export.get_export(world.db, world.ada.user_id, export_id)
+    return record.state, record.error
+
+
+async def test_a_pending_export_past_the_grace_is_enqueued_again(world: World) -> None:
+    now = datetime.now(UTC)
+    export_id = pending_since(world, timedelta(seconds=GRACE_S + 60), now)
+    found = export.pending_exports(
+        world.db, older_than_s=GRACE_S, younger_than_s=GIVE_UP_S, now=now
+    )
+    assert found == [export_id]
+
+
+async def test_a_pending_export_within_the_grace_is_left_to_its_job(world: World) -> None:
+    now = datetime.now(UTC)
+    pending_since(world, timedelta(seconds=GRACE_S - 60), now)
+    found = export.pending_exports(
+        world.db, older_than_s=GRACE_S, younger_than_s=GIVE_UP_S, now=now
+    )
+    assert found == []
+
+
+async def test_an_export_pending_past_every_attempt_is_failed_not_enqueued(world: World) -> None:
+    now = datetime.now(UTC)
+    export_id = pending_since(world, timedelta(seconds=GIVE_UP_S + 60), now)
+    found = export.pending_exports(
+        world.db, older_than_s=GRACE_S, younger_than_s=GIVE_UP_S, now=now
+    )
+    assert found == []
+    assert export.fail_stale_exports(world.db, older_than_s=GIVE_UP_S, now=now) == [export_id]
+    assert state_of(world, export_id) == ("failed", export.GAVE_UP)
+    shown = await world.call("GET", f"/exports/{export_id}")
+    assert shown.body["state"] == "failed" and "request a new export" in shown.body["error"]
+    # Given up once: a later sweep finds nothing more to do.
+    assert export.fail_stale_exports(world.db, older_than_s=GIVE_UP_S, now=now) == []
+
+
+async def test_giving_up_leaves_younger_pending_and_finished_exports_alone(
+    world: World,
+) -> None:
+    ready = await world.ready_export()
+    now = datetime.now(UTC) + timedelta(seconds=GIVE_UP_S * 2)  # the ready one is old too
+    young = pending_since(world, timedelta(seconds=GIVE_UP_S - 60), now)
+    assert export.fail_stale_exports(world.db, older_than_s=GIVE_UP_S, now=now) == []
+    assert state_of(world, young) == ("pending", None)
+    assert state_of(world, ready["id"])[0] == "ready"
+
+
+async def test_a_failed_export_does_not_block_a_new_request(world: World) -> None:
+    now = datetime.now(UTC)
+    stale = pending_since(world, timedelta(seconds=GIVE_UP_S + 60), now)
+    export.fail_stale_exports(world.db, older_than_s=GIVE_UP_S, now=now)
+    fresh = export.request_export(world.db, world.ada.user_id, now=now)
+    assert fresh.id != stale and fresh.state == "pending"
+
+
+# --- half-written archives ------------------------------------------------------------------
+
+
+def leftover_temp(world: World, export_id: str, age: timedelta) -> Path:
+    """The temporary file a build killed mid-way (kill -9, OOM) leaves behind."""
+    world.exports_dir.mkdir(parents=True, exist_ok=True)
+    path = world.exports_dir / f"{export.temp_prefix(export_id)}k1ll3d.zip"
+    path.write_bytes(b"PK half an archive of Ada's data")
+    when = (datetime.now(UTC) - age).timestamp()
+    os.utime(path, (when, when))
+    return path
+
+
+async def test_a_build_writes_its_temporary_file_under_the_export_id(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pending = export.request_export(world.db, world.ada.user_id)
+    seen: list[str] = []
+    real_write = export.write_archive
+
+    def looking_write(*args: Any) -> None:
+        # What is on disk while the archive is being written.
+        seen.extend(p.name for p in world.exports_dir.iterdir())
+        real_write(*args)
+
+    monkeypatch.setattr(export, "write_archive", looking_write)
+    export.build(world.db, world.blobs, world.exports_dir, pending.id, ttl=timedelta(hours=1))
+    assert len(seen) == 1 and seen[0].startswith(f".tmp-{pending.id}-"), seen
+    assert [p.name for p in world.exports_dir.iterdir()] == [f"{pending.id}.zip"]
+
+
+async def test_retention_removes_a_temporary_file_older_than_a_build_may_run(
+    world: World, settings: Settings
+) -> None:
+    pending = export.request_export(world.db, world.ada.user_id)
+    old = leftover_temp(world, pending.id, timedelta(hours=2))
+    run_retention(settings, world.db, world.blobs)
+    assert not old.exists()
+
+
+async def test_retention_keeps_the_temporary_file_of_a_build_in_progress(
+    world: World, settings: Settings
+) -> None:
+    pending = export.request_export(world.db, world.ada.user_id)
+    fresh = leftover_temp(world, pending.id, timedelta(minutes=5))
+    run_retention(settings, world.db, world.blobs)
+    assert fresh.exists()
+
+
+async def test_a_temporary_name_is_refused_for_anything_but_an_export_id() -> None:
+    with pytest.raises(ValueError, match="not an export id"):
+        export.temp_prefix("*")

@@ -7,11 +7,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from config import Settings
 from gateway.retention import RETENTION_LEASE, run_retention_if_elected
 from inbox import leases
 from inbox.blobs import DirectoryBlobStore
 from inbox.db import Database
+from inbox.models import leases_t
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 TTL = timedelta(seconds=90)
@@ -109,3 +112,10 @@ def test_retention_passes_to_another_process_when_its_holder_stops(
     run_retention_if_elected(settings, db, blobs, "gw-1", now=T0)
     # gw-1 died: no renewal. Within two periods gw-2 takes over.
     assert run_retention_if_elected(settings, db, blobs, "gw-2", now=T0 + 2 * period) is not None
+
+
+def test_a_released_lease_leaves_no_row(db: Database) -> None:
+    leases.try_lease(db, "export:exp_1", "a", TTL, now=T0)
+    leases.release(db, "export:exp_1", "a")
+    with db.read.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(leases_t)).scalar_one() == 0

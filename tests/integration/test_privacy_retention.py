@@ -96,6 +96,40 @@ def test_a_cleared_flag_lets_its_ip_be_purged(settings: Settings, db: Database, 
     assert ips(db)[entry] is None
 
 
+def test_a_flag_not_seen_for_abuse_keep_days_expires_and_its_ips_are_erased(
+    settings: Settings, db: Database, user: str
+) -> None:
+    keep = settings.privacy.abuse_keep_days
+    flag(db, FLAGGED, abuse.AbuseReason.FAILED_CODES, when=NOW - timedelta(days=keep + 1))
+    entry = log_entry(db, user, FLAGGED, timedelta(days=keep + 2))
+    result = retain(settings, db)
+    assert (result.flags_expired, result.ips_erased) == (1, 1)
+    assert privacy_retention.list_flags(db) == []
+    assert ips(db)[entry] is None
+
+
+def test_a_flag_seen_lately_is_kept_with_its_ips(
+    settings: Settings, db: Database, user: str
+) -> None:
+    keep = settings.privacy.abuse_keep_days
+    flag(db, FLAGGED, abuse.AbuseReason.FAILED_CODES, when=NOW - timedelta(days=keep - 1))
+    entry = log_entry(db, user, FLAGGED, timedelta(days=keep + 2))
+    assert retain(settings, db).flags_expired == 0
+    assert ips(db)[entry] == FLAGGED
+
+
+def test_an_ipv6_flag_on_a_64_keeps_the_log_ips_inside_it_only(
+    settings: Settings, db: Database, user: str
+) -> None:
+    days = settings.privacy.ip_log_days
+    flag(db, "2001:db8:1:2::/64", abuse.AbuseReason.FAILED_CODES)
+    inside = log_entry(db, user, "2001:db8:1:2::abcd", timedelta(days=days + 1))
+    outside = log_entry(db, user, "2001:db8:1:3::abcd", timedelta(days=days + 1))
+    assert retain(settings, db).ips_erased == 1
+    found = ips(db)
+    assert found[inside] == "2001:db8:1:2::abcd" and found[outside] is None
+
+
 def test_a_second_run_erases_nothing_more(settings: Settings, db: Database, user: str) -> None:
     log_entry(db, user, OTHER, timedelta(days=30))
     assert retain(settings, db).ips_erased == 1

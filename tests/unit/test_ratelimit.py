@@ -4,20 +4,25 @@ test, deleted afterwards)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from config import Settings
+from gateway.accounts import build_auth_runtime
 from gateway.ratelimit import (
     KeyHasher,
     MemoryLimiter,
     RateLimitUnavailable,
     RedisLimiter,
 )
-from tests.conftest import missing_service
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings, missing_service
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -168,3 +173,70 @@ async def test_unreachable_redis_is_reported_not_passed() -> None:
             await limiter.hit("k", 5, 60)
     finally:
         await limiter.close()
+
+
+# --- the key of the hashes: the same on every gateway of a deployment --------------------
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> Settings:
+    sections: dict[str, Any] = {"redis": {"url": REDIS_URL}}
+    for section, values in overrides.items():
+        sections.setdefault(section, {}).update(values)
+    return make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", **sections)
+
+
+async def _key_of(settings: Settings) -> str:
+    runtime = build_auth_runtime(settings)
+    try:
+        return runtime.keys.key("codes:number", "+14155550101")
+    finally:
+        await runtime.close()
+
+
+async def test_gateways_with_the_same_settings_hash_alike(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert await _key_of(settings) == await _key_of(settings)
+
+
+async def test_a_different_auth_token_hashes_differently(tmp_path: Path) -> None:
+    twilio = {"enabled": True, "account_sid": ACCOUNT_SID, "auth_token": "f" * 32}
+    other = _settings(tmp_path, bridges={"twilio": twilio})
+    assert await _key_of(other) != await _key_of(_settings(tmp_path))
+
+
+async def test_the_derived_key_is_not_the_auth_token_itself(tmp_path: Path) -> None:
+    derived = await _key_of(_settings(tmp_path))
+    assert derived != KeyHasher(AUTH_TOKEN.encode()).key("codes:number", "+14155550101")
+
+
+async def test_an_explicit_limit_key_wins(tmp_path: Path) -> None:
+    explicit = _settings(tmp_path, auth={"limit_key": "k" * 32})
+    expected = KeyHasher(b"k" * 32).key("codes:number", "+14155550101")
+    assert await _key_of(explicit) == expected
+    assert await _key_of(_settings(tmp_path)) != expected
+
+
+def _tokenless(tmp_path: Path, redis_url: str) -> Settings:
+    return _settings(
+        tmp_path,
+        redis={"url": redis_url},
+        bridges={"twilio": {"enabled": False, "auth_token": ""}},
+    )
+
+
+async def test_without_key_or_token_a_shared_redis_gets_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _tokenless(tmp_path, REDIS_URL)
+    with caplog.at_level(logging.WARNING, logger="gateway.accounts"):
+        first, second = await _key_of(settings), await _key_of(settings)
+    assert first != second  # a random key per process
+    assert any("auth.limit_key is empty" in r.getMessage() for r in caplog.records)
+
+
+async def test_without_key_token_or_redis_there_is_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.accounts"):
+        await _key_of(_tokenless(tmp_path, ""))
+    assert not any("auth.limit_key" in r.getMessage() for r in caplog.records)

@@ -106,3 +106,18 @@ def test_refreshing_an_unknown_token_caches_nothing() -> None:
     cache = TokenCache(5.0)
     cache.refresh("h1", ADA)
     assert cache.get("h1") is None
+
+
+def test_a_lookup_that_began_before_a_revocation_is_not_cached() -> None:
+    cache = TokenCache(5.0)
+    since = cache.generation  # the lookup starts
+    cache.forget_token("tok_ada1")  # meanwhile the token is revoked
+    cache.put("h1", ADA, since)  # the lookup ends with the (stale) owner
+    assert cache.get("h1") is None
+
+
+def test_a_lookup_with_no_revocation_meanwhile_is_cached() -> None:
+    cache = TokenCache(5.0)
+    since = cache.generation
+    cache.put("h1", ADA, since)
+    assert cache.get("h1") == ADA

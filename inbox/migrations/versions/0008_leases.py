@@ -1,4 +1,7 @@
-"""leases: one process at a time runs each periodic job
+"""leases: one process at a time runs each periodic job; exports.size widened
+
+Also widens ``exports.size`` to a 64-bit integer: an archive over 2 GiB did not fit
+PostgreSQL's ``integer``.
 
 Revision ID: 0008
 Revises: 0007
@@ -24,7 +27,15 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_leases"),
     )
+    with op.batch_alter_table("exports", schema=None) as batch_op:
+        batch_op.alter_column(
+            "size", existing_type=sa.Integer(), type_=sa.BigInteger(), existing_nullable=True
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("exports", schema=None) as batch_op:
+        batch_op.alter_column(
+            "size", existing_type=sa.BigInteger(), type_=sa.Integer(), existing_nullable=True
+        )
     op.drop_table("leases")
