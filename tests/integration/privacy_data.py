@@ -133,7 +133,6 @@ def seed_everything(
     )
     with db.write.begin() as conn:
         raw_store.insert_raw_batch(conn, [raw])
-        raw_store.mark_done_batch(conn, [raw_store.Processed(raw.id, auth_results=AUTH_RESULTS)])
     seeded.raw_id = raw.id
     seeded.email_message = receive(
         db,
@@ -146,6 +145,10 @@ def seed_everything(
             sender="friend@example.com",
         ),
     )
+    # Done once its message is stored, as the email path does (a running app's
+    # retention deletes done raw emails that no message refers to).
+    with db.write.begin() as conn:
+        raw_store.mark_done_batch(conn, [raw_store.Processed(raw.id, auth_results=AUTH_RESULTS)])
     seeded.message_ids.append(seeded.email_message)
     seeded.draft_message = new_id("msg")
     with db.write.begin() as conn:
