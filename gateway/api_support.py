@@ -51,7 +51,9 @@ async def quick_read(request: web.Request, fn: Callable[..., T], *args: Any, **k
     a read takes a fraction of a millisecond, while handing it to a pool thread and
     back cost about as much again in thread switches and GIL hand-offs (measured:
     GET /messages went from ~800 to ~1,550 req/s on the reference machine). Never
-    for PostgreSQL (network round trips) or reads whose size the client controls.
+    for PostgreSQL (network round trips), nor for reads without a small fixed bound
+    (a page is at most store.MAX_PAGE rows; screener groupings, exports and the like
+    stay on the pool).
     """
     if (
         request.config_dict[DATABASE].is_sqlite
