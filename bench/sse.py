@@ -65,6 +65,7 @@ from webhook import (  # noqa: E402
     command,
     free_port,
     gateway_env,
+    prepare_gateway,
     run,
     server,
     tail,
@@ -275,20 +276,9 @@ async def _post_all(post: Any, rounds: int) -> list[float]:
 
 
 def prepare(tmp: Path, env: dict[str, str]) -> str:
-    """Config, one user with the trusted sender, and a token for the user."""
-    run([str(OPTMSG), "dev", "init", "--path", env["OPTMSG_CONFIG"]], env, tmp)
-    user = json.loads(
-        run(
-            [
-                str(OPTMSG), "users", "create", "--json", "--first-name", "A", "--last-name", "B",
-                "--dob", "1990-01-01", "--phone", "+442079460958", "--sms-number", SMS_NUMBER,
-            ],
-            env,
-            tmp,
-        )
-    )  # fmt: skip
-    run([str(OPTMSG), "optin", "add", user["id"], TRUSTED], env, tmp)
-    created = json.loads(run([str(OPTMSG), "tokens", "create", user["id"], "--json"], env, tmp))
+    """The webhook bench's gateway set-up (config, user, trusted sender) and a token."""
+    user_id = prepare_gateway(tmp, env)
+    created = json.loads(run([str(OPTMSG), "tokens", "create", user_id, "--json"], env, tmp))
     return str(created["token"])
 
 

@@ -306,8 +306,9 @@ def gateway_env(tmp: Path, port: int) -> dict[str, str]:
     return env
 
 
-def prepare_gateway(tmp: Path, env: Mapping[str, str]) -> None:
-    """Config with fresh secrets, one user, one trusted sender (the other sender is not)."""
+def prepare_gateway(tmp: Path, env: Mapping[str, str]) -> str:
+    """Config with fresh secrets, one user, one trusted sender (the other sender is
+    not); returns the user's id."""
     run([str(OPTMSG), "dev", "init", "--path", env["OPTMSG_CONFIG"]], env, tmp)
     user = json.loads(
         run(
@@ -320,6 +321,7 @@ def prepare_gateway(tmp: Path, env: Mapping[str, str]) -> None:
         )
     )  # fmt: skip
     run([str(OPTMSG), "optin", "add", user["id"], TRUSTED], env, tmp)
+    return str(user["id"])
 
 
 # --- report --------------------------------------------------------------------------------
