@@ -5,13 +5,13 @@ until the IP purge, the client IP)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 
-from inbox.db import Database
+from inbox.db import Database, as_utc
 from inbox.errors import InboxError, NotFound
 from inbox.ids import new_id
 from inbox.models import auth_log_t, users_t
@@ -167,10 +167,6 @@ def log_attempt(
     )
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def auth_log_page(db: Database, user_id: str, *, limit: int, cursor: str | None) -> Page:
     """The user's authentication log, newest first."""
     c = auth_log_t.c
@@ -186,7 +182,7 @@ def auth_log_page(db: Database, user_id: str, *, limit: int, cursor: str | None)
     items = [
         {
             "id": r.id,
-            "created_at": _utc(r.created_at).isoformat(),
+            "created_at": as_utc(r.created_at).isoformat(),
             "method": r.method,
             "outcome": r.outcome,
             "device": r.device,

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from inbox.db import Database
+from inbox.db import Database, as_utc
 from inbox.models import attachments_t, messages_t, raw_messages_t
 
 #: Raw emails that could not be parsed (kept and quarantined) carry an error; this is
@@ -61,11 +61,6 @@ class BridgeStats:
         }
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes for what was stored as UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _later(a: LastError | None, b: LastError | None) -> LastError | None:
     if a is None or b is None:
         return a or b
@@ -96,7 +91,7 @@ def bridge_stats(
         ):
             received[row[0]][row[1]] = row[2]
             if row[3] is not None:
-                at = _aware(row[3])
+                at = as_utc(row[3])
                 last_at[row[0]] = max(at, last_at.get(row[0], at))
         for row in conn.execute(
             sa.select(m.bridge, sa.func.count())
@@ -127,7 +122,7 @@ def bridge_stats(
             ).first()
             if failed_att is not None:
                 errors[bridge] = LastError(
-                    _aware(failed_att[0]), f"attachment: {failed_att[1] or 'failed'}"
+                    as_utc(failed_att[0]), f"attachment: {failed_att[1] or 'failed'}"
                 )
             failed_send = conn.execute(
                 sa.select(m.received_at, m.status, m.error_code)
@@ -143,7 +138,7 @@ def bridge_stats(
                 code = f" (error {failed_send[2]})" if failed_send[2] is not None else ""
                 errors[bridge] = _later(
                     errors[bridge],
-                    LastError(_aware(failed_send[0]), f"send {failed_send[1]}{code}"),
+                    LastError(as_utc(failed_send[0]), f"send {failed_send[1]}{code}"),
                 )
         if EMAIL_BRIDGE in bridges:
             raw_pending = conn.execute(
@@ -157,7 +152,7 @@ def bridge_stats(
             ).first()
             if unparsed is not None:
                 errors[EMAIL_BRIDGE] = _later(
-                    errors[EMAIL_BRIDGE], LastError(_aware(unparsed[0]), f"parse: {unparsed[1]}")
+                    errors[EMAIL_BRIDGE], LastError(as_utc(unparsed[0]), f"parse: {unparsed[1]}")
                 )
     return [
         BridgeStats(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,9 @@ def checkpoint(db: Database) -> None:
         raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
         raw.close()
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime: every time is stored in UTC, and
+    SQLite hands it back naive."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 
 from inbox import raw_store, store
 from inbox.blobs import BlobStore
-from inbox.db import Database
+from inbox.db import Database, as_utc
 from inbox.errors import InboxError, NotFound
 from inbox.ids import new_id
 from inbox.message import AttachmentStatus, Folder
@@ -143,21 +143,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime) -> str:
-    return _aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _record(row: Any) -> ExportRecord:
     return ExportRecord(
         id=row.id,
         state=row.state,
-        created_at=_aware(row.created_at),
-        expires_at=_aware(row.expires_at) if row.expires_at is not None else None,
+        created_at=as_utc(row.created_at),
+        expires_at=as_utc(row.expires_at) if row.expires_at is not None else None,
         size=row.size,
         sha256=row.sha256,
         error=row.error,

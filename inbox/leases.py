@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from inbox.db import Database
+from inbox.db import Database, as_utc
 from inbox.models import leases_t
 
 
@@ -67,5 +67,5 @@ def holder_of(db: Database, name: str, now: datetime | None = None) -> str | Non
         ).first()
     if row is None:
         return None
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+    expires = as_utc(row.expires_at)
     return str(row.holder) if expires > now else None

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from inbox.db import Database
+from inbox.db import Database, as_utc
 from inbox.models import abuse_flags_t, auth_log_t, verifications_t
 
 #: Used or expired verification codes are kept this long (to show a clear "expired"
@@ -45,12 +45,8 @@ class FlaggedIp:
         }
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime) -> str:
-    return _aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def purge_ips(db: Database, *, keep_days: int, now: datetime | None = None) -> int:
@@ -132,7 +128,7 @@ def list_flags(db: Database) -> list[FlaggedIp]:
     merged: dict[str, FlaggedIp] = {}
     for r in rows:
         seen = merged.get(r.ip)
-        first, last = _aware(r.first_seen), _aware(r.last_seen)
+        first, last = as_utc(r.first_seen), as_utc(r.last_seen)
         if seen is None:
             merged[r.ip] = FlaggedIp(r.ip, (r.reason,), r.times, first, last)
         else:

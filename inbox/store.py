@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from inbox import events, raw_store
 from inbox.addresses import E164, EmailAddress, region_of
 from inbox.blobs import BlobStore
-from inbox.db import Database
+from inbox.db import Database, as_utc
 from inbox.errors import Conflict, InboxError, NotFound
 from inbox.ids import new_id
 from inbox.message import AttachmentStatus, Folder
@@ -389,10 +389,7 @@ def token_owner(db: Database, token: str) -> TokenOwner | None:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back the naive UTC value it stored.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 def touch_tokens(db: Database, uses: Mapping[str, datetime]) -> None:

@@ -23,7 +23,7 @@ import json
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -34,7 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from inbox import store
 from inbox.accounts import AuthMethod, AuthOutcome, log_attempt
 from inbox.addresses import E164, region_of
-from inbox.db import Database
+from inbox.db import Database, as_utc
 from inbox.errors import InboxError
 from inbox.ids import new_id
 from inbox.models import users_t, verifications_t
@@ -185,10 +185,6 @@ class Verified:
     attempts_left: int = 0
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _scope(verification_id: str, purposes: Collection[Purpose], for_user: str | None) -> Any:
     v = verifications_t.c
     clause = sa.and_(v.id == verification_id, v.purpose.in_([p.value for p in purposes]))
@@ -236,7 +232,7 @@ def verify(
         if not reserved:
             if row.consumed_at is not None:
                 outcome = AuthOutcome.ALREADY_USED
-            elif _utc(row.expires_at) <= now:
+            elif as_utc(row.expires_at) <= now:
                 outcome = AuthOutcome.EXPIRED
             else:
                 outcome = AuthOutcome.TOO_MANY_ATTEMPTS
