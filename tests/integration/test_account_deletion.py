@@ -253,14 +253,14 @@ def redis_url() -> str:
 
 
 def test_the_users_redis_keys_go_and_others_stay(
-    tmp_path: Path, sqlite_url: str, redis_url: str
+    tmp_path: Path, db_url: str, redis_url: str
 ) -> None:
     import redis
 
     from inbox.db import open_database
     from inbox.migrate import upgrade
 
-    settings = make_settings(tmp_path, sqlite_url, redis={"url": redis_url})
+    settings = make_settings(tmp_path, db_url, redis={"url": redis_url})
     db = open_database(settings.database)
     upgrade(db)
     client = redis.Redis.from_url(redis_url)

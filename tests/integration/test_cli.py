@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("cli_env")
 
 GOOD_CONFIG = """
 [database]
-url = "sqlite:///{db}"
+url = "{db_url}"
 [storage]
 blob_dir = "{blobs}"
 [bridges.twilio]
@@ -25,14 +25,15 @@ auth_token = "cli-test-token-0123456789"
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cli_env(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config file for the CLI; every CLI test runs on SQLite and on PostgreSQL."""
     import os
 
     for name in list(os.environ):
         if name.startswith("OPTMSG_") and name != "OPTMSG_REQUIRE_SERVICES":
             monkeypatch.delenv(name)
     path = tmp_path / "optmsg.toml"
-    path.write_text(GOOD_CONFIG.format(db=tmp_path / "cli.db", blobs=tmp_path / "blobs"))
+    path.write_text(GOOD_CONFIG.format(db_url=db_url, blobs=tmp_path / "blobs"))
     monkeypatch.setenv("OPTMSG_CONFIG", str(path))
     return path
 

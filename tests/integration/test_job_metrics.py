@@ -144,9 +144,9 @@ def test_pool_use_counts_connections_checked_out(tmp_path: Path) -> None:
 
 
 async def test_the_gateway_metrics_show_queue_depth_and_pool_use(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
+    tmp_path: Path, db_url: str, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
 ) -> None:
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'metrics.db'}")
+    settings = make_settings(tmp_path, db_url)
     client = await aiohttp_client(create_app(settings))
     text = await (await client.get("/metrics")).text()
     for queue in QUEUES:
@@ -156,9 +156,9 @@ async def test_the_gateway_metrics_show_queue_depth_and_pool_use(
 
 
 async def test_smtp_data_to_reply_time_is_observed_per_outcome(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
+    tmp_path: Path, db_url: str, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
 ) -> None:
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'smtp.db'}", smtp={"enabled": True})
+    settings = make_settings(tmp_path, db_url, smtp={"enabled": True})
     db = open_database(settings.database)
     upgrade(db)
     store.create_user(
