@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= optmsg.toml
 
-.PHONY: run test test-fast lint bench lock clean
+.PHONY: run test test-fast lint bench lock clean chromium
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,15 @@ run: $(STAMP)
 	@test -f $(CONFIG) || $(BIN)/optmsg dev init --path $(CONFIG)
 	OPTMSG_CONFIG=$(CONFIG) $(BIN)/optmsg serve
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# The browser tests (tests/browser) drive Debian's Chromium, never a browser that
+# Playwright downloads; as root, install it when it is missing (otherwise they skip).
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/mms.py
 	$(BIN)/python bench/messages_api.py
 	$(BIN)/python bench/sse.py
+	$(BIN)/python bench/scaleout.py
+	$(BIN)/python bench/chaos.py
 
 lock: $(STAMP)
 	{ printf '# Pinned versions for every fresh install (runtime and development tools).\n# Regenerate: make lock\n'; \

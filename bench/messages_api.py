@@ -381,6 +381,12 @@ def main() -> int:
     parser.add_argument("--per-user", type=int, default=1000)
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     parser.add_argument("--no-doc", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument(
+        "--api-limit",
+        type=int,
+        default=None,
+        help="limits.api_requests_per_ip for the gateway (default: on, never reached; 0: off)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("messages_api.py: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
@@ -395,6 +401,8 @@ def main() -> int:
         tmp = Path(name)
         port = free_port()
         env = gateway_env(tmp, port)
+        if args.api_limit is not None:
+            env["OPTMSG_LIMITS__API_REQUESTS_PER_IP"] = str(args.api_limit)
         try:
             run([str(OPTMSG), "dev", "init", "--path", env["OPTMSG_CONFIG"]], env, tmp)
             shutil.copyfile(cached, tmp / "optmsg.db")

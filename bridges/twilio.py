@@ -266,13 +266,34 @@ class TwilioBridge:
         ``inbox.StoreUnavailable`` through when the store refused the message.
         The TwiML answer is returned only after ``ingest`` committed.
         """
+        verified = self.verify_sms(request, datetime.now(UTC))
+        return await self.process_sms(verified, ingest, command)
+
+    def verify_sms(self, request: WebhookRequest, received_at: datetime) -> VerifiedSms:
+        """Everything that can refuse a request, and nothing that touches the store:
+        size, form, signature, then the fields (SignatureInvalid, MalformedRequest,
+        PayloadTooLarge)."""
         if len(request.body) > self.max_body_bytes:
             raise PayloadTooLarge(f"request body over {self.max_body_bytes} bytes")
         pairs = parse_form(request.body, request.headers.get("content-type"))
         self.verifier.verify(request.path_qs, pairs, request.headers)
-        inbound, unroutable_reason = normalise(pairs, self.default_region, datetime.now(UTC))
+        return self.reparse_sms(pairs, received_at)
+
+    def reparse_sms(self, pairs: Sequence[tuple[str, str]], received_at: datetime) -> VerifiedSms:
+        """The parse of a form whose signature was checked earlier (a spooled webhook
+        replayed after a restart: the signature is not checked twice, so a rotated
+        auth token cannot lose it). Raises MalformedRequest."""
+        inbound, unroutable_reason = normalise(pairs, self.default_region, received_at)
+        return VerifiedSms(tuple(pairs), received_at, inbound, unroutable_reason)
+
+    async def process_sms(
+        self, verified: VerifiedSms, ingest: Ingest, command: CommandRunner | None = None
+    ) -> tuple[WebhookResponse, IngestResult]:
+        """Run a verified message's command or ingest it; the TwiML to answer with.
+        Lets ``inbox.StoreUnavailable`` through."""
+        inbound = verified.inbound
         if inbound is None:
-            return _twiml(EMPTY_TWIML), IngestResult(Outcome.UNROUTABLE, unroutable_reason)
+            return _twiml(EMPTY_TWIML), IngestResult(Outcome.UNROUTABLE, verified.unroutable_reason)
         if command is not None and not inbound.attachments:
             try:
                 parsed: Command | CommandError | None = parse_command(inbound.text)
@@ -289,6 +310,17 @@ class TwilioBridge:
         if inbound.keyword == Keyword.HELP and result.outcome is not Outcome.UNROUTABLE:
             return _twiml(self._help_twiml), result
         return _twiml(EMPTY_TWIML), result
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSms:
+    """An inbound SMS/MMS webhook that passed every check: its form, when it arrived,
+    and the normalised message (None, with the reason, when ``To`` cannot be routed)."""
+
+    pairs: tuple[tuple[str, str], ...]
+    received_at: datetime
+    inbound: Inbound | None
+    unroutable_reason: str
 
 
 @dataclass(frozen=True, slots=True)

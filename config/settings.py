@@ -35,7 +35,10 @@ from config.errors import ConfigError, ConfigFileError
 ENV_PREFIX = "OPTMSG_"
 CONFIG_PATH_ENV = "OPTMSG_CONFIG"
 # Variables with our prefix that are not settings (read by tooling, not by Settings).
-_NON_SETTING_ENV = frozenset({"OPTMSG_CONFIG", "OPTMSG_REQUIRE_SERVICES", "OPTMSG_TEST_PG_URL"})
+# OPTMSG_WORKER_SUPERVISOR: set by `optmsg worker` in the environment of its children.
+_NON_SETTING_ENV = frozenset(
+    {"OPTMSG_CONFIG", "OPTMSG_REQUIRE_SERVICES", "OPTMSG_TEST_PG_URL", "OPTMSG_WORKER_SUPERVISOR"}
+)
 
 # Values people paste from examples and tutorials; starting on one of them would mean
 # anyone who read the same tutorial can forge webhooks.
@@ -196,7 +199,13 @@ class SmtpSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = "sqlite:///var/optmsg.db"
+    # Connections each engine keeps open; also a gateway's read threads (see
+    # config.pools for how the pool is sized against a process's threads).
     pool_size: int = Field(default=5, ge=1, le=200)
+    # Connections an engine may open beyond pool_size (closed again when returned).
+    max_overflow: int = Field(default=20, ge=0, le=1000)
+    # How long a thread waits for a free connection before its work fails.
+    pool_timeout_s: float = Field(default=30.0, gt=0, le=600)
     # Group commit: at most this many inbound messages share one transaction.
     batch_max: int = Field(default=256, ge=1, le=10_000)
     busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000)
@@ -218,6 +227,9 @@ class DatabaseSettings(_Section):
 
 class RedisSettings(_Section):
     url: str = ""
+    # Prefix of the job queues' keys: two deployments (or test runs) can share one
+    # Redis without taking each other's jobs.
+    namespace: str = Field(default="optmsg", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     @field_validator("url")
     @classmethod
@@ -229,6 +241,21 @@ class RedisSettings(_Section):
 
 class StorageSettings(_Section):
     blob_dir: Path = Path("var/blobs")
+
+
+class SpoolSettings(_Section):
+    """The local durable spool for verified webhooks while the database is down
+    (gateway.spool_replay). Each gateway process takes its own slot under ``dir``."""
+
+    dir: Path = Path("var/spool")
+    # All slots' unreplayed bytes of this process; a webhook that would pass it is
+    # answered 503 (the only case the spool gives up).
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, le=1024**4)
+    # How often a non-empty spool is offered to the database again.
+    replay_interval_s: float = Field(default=2.0, gt=0, le=300)
+    # The longest a webhook waits for the store before its message is spooled instead;
+    # well under Twilio's 15 s webhook timeout.
+    store_timeout_s: float = Field(default=5.0, gt=0, le=12)
 
 
 class TwilioSettings(_Section):
@@ -422,6 +449,44 @@ class EventsSettings(_Section):
     redis_channel: str = Field(default="optmsg:events", min_length=1, max_length=100)
 
 
+class WorkerSettings(_Section):
+    """Background jobs: ``optmsg worker`` and the in-process worker of ``optmsg serve``."""
+
+    # Jobs run at once per process (dramatiq worker threads); each may hold a
+    # database connection, so database.pool_size + max_overflow must cover them.
+    threads: int = Field(default=8, ge=1, le=256)
+    # `optmsg worker` processes of `threads` threads each, run by one supervisor
+    # (gateway.worker_supervisor); each process has its own database pool.
+    processes: int = Field(default=1, ge=1, le=64)
+    # Every `optmsg serve` sweeps for jobs lost with the broker (a Redis restart, a
+    # killed worker) this often, and enqueues again media still pending longer than
+    # two fetch timeouts plus sweep_grace_s: together they bound the recovery time.
+    sweep_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    sweep_grace_s: float = Field(default=60.0, ge=0, le=3600)
+
+
+class LimitsSettings(_Section):
+    """Rate limits shared by every gateway process through Redis when ``redis.url`` is
+    set (each process alone otherwise); see README "Rate limits"."""
+
+    # Inbound messages from one sender to one recipient address within a sliding
+    # window; the ones over it are still stored, but held in quarantine with a
+    # "flood" reason and without a live event (the first held one excepted).
+    sender_messages: int = Field(default=30, ge=1, le=1_000_000)
+    sender_window_s: int = Field(default=60, ge=1, le=86_400)
+    # A sender on the user's trusted list is delivered whatever its rate (its
+    # messages still count, so that a flood is visible once it is untrusted).
+    trusted_exempt: bool = True
+    # Client API requests (/api/v1/...) per client IP (IPv6: per /64) within a
+    # sliding window; one more is answered 429 with Retry-After. 0: no limit.
+    api_requests_per_ip: int = Field(default=600, ge=0, le=10_000_000)
+    api_window_s: int = Field(default=60, ge=1, le=86_400)
+    # With Redis, each process decides from its own counts plus the others' as of
+    # the last exchange, which happens this often (one round trip for all keys): a
+    # limit can be overshot by what the processes see in one interval.
+    sync_interval_s: float = Field(default=0.25, ge=0.01, le=10)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "console"
@@ -444,12 +509,15 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
     bridges: BridgesSettings = Field(default_factory=BridgesSettings)
     optin: OptinSettings = Field(default_factory=OptinSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     email_out: EmailOutSettings = Field(default_factory=EmailOutSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
@@ -555,20 +623,52 @@ def load_settings(path: Path | str | None = None, *, use_env_path: bool = True) 
     try:
         loaded = _FromFile()
     except ValidationError as exc:
-        err = exc.errors(include_input=False, include_url=False)[0]
-        loc = tuple(err["loc"])
-        msg = str(err["msg"])
-        # Model-level validators report "field: reason"; fold the field into the key.
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        head, sep, rest = msg.partition(": ")
-        if sep and " " not in head and head:
-            loc = (*loc, head)
-            msg = rest
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting"
-        raise ConfigError(_dotted(loc), msg) from None
+        raise _config_error(exc) from None
     # Hand out a plain Settings (already validated) so that values compare by value.
     return Settings.model_construct(
         **{name: getattr(loaded, name) for name in Settings.model_fields}
+    )
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors(include_input=False, include_url=False)[0]
+    loc = tuple(err["loc"])
+    msg = str(err["msg"])
+    # Model-level validators report "field: reason"; fold the field into the key.
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    head, sep, rest = msg.partition(": ")
+    if sep and " " not in head and head:
+        loc = (*loc, head)
+        msg = rest
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting"
+    return ConfigError(_dotted(loc), msg)
+
+
+class _InitOnly(Settings):
+    """Validates a complete settings mapping without reading the environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def validate_settings(data: Mapping[str, Any]) -> Settings:
+    """Settings from plain data (e.g. a ``model_dump()`` with some values replaced),
+    validated like :func:`load_settings` and with the same :class:`ConfigError`; the
+    environment and files are not read."""
+    try:
+        checked = _InitOnly(**data)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    return Settings.model_construct(
+        **{name: getattr(checked, name) for name in Settings.model_fields}
     )

@@ -15,6 +15,7 @@ from aiohttp import web
 from bridges.sanitize import safe_filename
 from gateway import (
     api_accounts,
+    api_addresses,
     api_conversations,
     api_drafts,
     api_exports,
@@ -297,7 +298,7 @@ def _parse_and_import(
 
 
 async def upload_contacts(request: web.Request) -> web.StreamResponse:
-    limits = request.config_dict[SETTINGS].optin
+    limits = request.config_dict[SETTINGS].current.optin
     content_type = request.headers.get("Content-Type")
     if request.content_type.startswith("multipart/"):
         return problem(415, "send the address book file itself as the body, not a multipart form")
@@ -361,7 +362,7 @@ async def opt_in_contacts(request: web.Request) -> web.StreamResponse:
 
 async def screener_cards(request: web.Request) -> web.StreamResponse:
     region = await user_region(request)
-    quarantine_days = request.config_dict[SETTINGS].optin.quarantine_days
+    quarantine_days = request.config_dict[SETTINGS].current.optin.quarantine_days
     page = await fetch_page(request, screener.cards, region=region, quarantine_days=quarantine_days)
     return page_response(page)
 
@@ -395,7 +396,7 @@ async def screener_undo(request: web.Request) -> web.StreamResponse:
             screener.undo,
             db_of(request),
             request[USER_ID],
-            window_seconds=request.config_dict[SETTINGS].optin.undo_seconds,
+            window_seconds=request.config_dict[SETTINGS].current.optin.undo_seconds,
         )
     except NothingToUndo as exc:
         return problem(409, str(exc))
@@ -463,7 +464,7 @@ async def send_message(request: web.Request) -> web.StreamResponse:
         raise ApiProblem(400, "to must be a phone number")
     if not isinstance(text, str):
         raise ApiProblem(400, "text must be a string")
-    settings = request.config_dict[SETTINGS]
+    settings = request.config_dict[SETTINGS].current
     if not settings.bridges.twilio.enabled:
         return problem(409, "SMS sending is not enabled on this gateway")
     media = _media_uploads(body.get("media"), settings)
@@ -505,6 +506,7 @@ ROUTE_MODULES: tuple[Any, ...] = (
     api_drafts,
     api_conversations,
     api_accounts,
+    api_addresses,
 )
 
 

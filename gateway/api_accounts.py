@@ -80,7 +80,7 @@ def _now() -> datetime:
 
 async def _hit(request: web.Request, kind: str, value: str, limit: int) -> Decision:
     runtime = _runtime(request)
-    window = request.config_dict[SETTINGS].auth.window_s
+    window = request.config_dict[SETTINGS].current.auth.window_s
     try:
         return await runtime.limiter.hit(runtime.keys.key(kind, value), limit, window)
     except RateLimitUnavailable as exc:
@@ -119,7 +119,7 @@ def _phone(body: dict[str, Any], request: web.Request) -> E164:
     if not isinstance(raw, str) or not raw.strip() or len(raw) > _MAX_PHONE_CHARS:
         raise ApiProblem(400, "phone must be a mobile number, such as +14155550100")
     try:
-        return parse_phone(raw, request.config_dict[SETTINGS].optin.default_region)
+        return parse_phone(raw, request.config_dict[SETTINGS].current.optin.default_region)
     except AddressError as exc:
         raise ApiProblem(400, f"phone: {exc.reason}") from None
 
@@ -139,7 +139,7 @@ async def _request_code(
 ) -> web.Response:
     """Limits, then a verification, then the SMS (or, when none is sent, a pause as
     long as a send). 202 with the verification's id either way."""
-    settings = request.config_dict[SETTINGS]
+    settings = request.config_dict[SETTINGS].current
     ip = client_key(client_ip(request))
     decision = await _hit(request, "codes:ip", ip, settings.auth.codes_per_ip)
     if not decision.allowed:
@@ -240,7 +240,7 @@ async def _check_code(
     for_user: str | None = None,
 ) -> verification.Verified:
     """The limits on guesses, then the guess; a failure is raised as its problem."""
-    settings = request.config_dict[SETTINGS]
+    settings = request.config_dict[SETTINGS].current
     verification_id, code = _verification_fields(body)
     ip = client_ip(request)
     key = client_key(ip)

@@ -97,7 +97,7 @@ async def _recipients(request: web.Request, channel: str, raw: Any) -> tuple[str
         raise ApiProblem(400, f"to has at most {drafts.MAX_EMAIL_RECIPIENTS} recipients")
     regions: tuple[str, ...] = ()
     if channel == Channel.SMS.value and raw:
-        settings = request.config_dict[SETTINGS]
+        settings = request.config_dict[SETTINGS].current
         regions = (await user_region(request), settings.optin.default_region)
     try:
         return drafts.parse_recipients(channel, raw, regions)
@@ -189,7 +189,7 @@ async def add_attachment(request: web.Request) -> web.StreamResponse:
     """The body is the file itself; its media type is the Content-Type header, its
     name the ``filename`` query parameter."""
     draft_id = _draft_id(request)
-    settings: Settings = request.config_dict[SETTINGS]
+    settings: Settings = request.config_dict[SETTINGS].current
     if request.content_type.startswith("multipart/"):
         return problem(415, "send the file itself as the body, not a multipart form")
     content_type = request.content_type.lower()
@@ -244,7 +244,12 @@ async def send_draft(request: web.Request) -> web.StreamResponse:
     db, user_id = db_of(request), request[USER_ID]
     try:
         channel = await in_pool(
-            request, drafts_send.send_draft, request.config_dict[SETTINGS], db, user_id, draft_id
+            request,
+            drafts_send.send_draft,
+            request.config_dict[SETTINGS].current,
+            db,
+            user_id,
+            draft_id,
         )
     except NotFound:
         return problem(404, "no such draft")

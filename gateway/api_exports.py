@@ -33,7 +33,7 @@ DELETE_CONFIRMATION = "delete my account"
 
 
 def _exports_dir(request: web.Request) -> Path:
-    return export.exports_dir(Path(request.config_dict[SETTINGS].storage.blob_dir))
+    return export.exports_dir(Path(request.config_dict[SETTINGS].current.storage.blob_dir))
 
 
 def _export_id(request: web.Request) -> str:
@@ -116,7 +116,7 @@ async def delete_account(request: web.Request) -> web.StreamResponse:
             400,
             f'to delete the account and all its data, send {{"confirm": "{DELETE_CONFIRMATION}"}}',
         )
-    settings = request.config_dict[SETTINGS]
+    settings = request.config_dict[SETTINGS].current
     try:
         await in_pool(
             request,

@@ -57,7 +57,7 @@ async def quick_read(request: web.Request, fn: Callable[..., T], *args: Any, **k
     """
     if (
         request.config_dict[DATABASE].is_sqlite
-        and request.config_dict[SETTINGS].database.inline_reads
+        and request.config_dict[SETTINGS].current.database.inline_reads
     ):
         return fn(*args, **kwargs)
     return await in_pool(request, fn, *args, **kwargs)
@@ -232,7 +232,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 async def json_object(request: web.Request, fields: Sequence[str]) -> dict[str, Any]:
     """The JSON object in the body (at most settings.http.max_api_body_bytes), with no
     members other than ``fields``."""
-    raw = await read_body(request, request.config_dict[SETTINGS].http.max_api_body_bytes)
+    raw = await read_body(request, request.config_dict[SETTINGS].current.http.max_api_body_bytes)
     if not raw.strip():
         raise ApiProblem(400, "the body must be a JSON object")
     try:
@@ -268,4 +268,4 @@ async def user_region(request: web.Request) -> str:
         user = await in_pool(request, store.get_user, db_of(request), request[USER_ID])
     except NotFound:
         raise ApiProblem(401, "invalid or revoked token") from None  # deleted meanwhile
-    return user.region or request.config_dict[SETTINGS].optin.default_region
+    return user.region or request.config_dict[SETTINGS].current.optin.default_region

@@ -17,9 +17,19 @@ from aiohttp import web
 
 from bridges.dns import Resolver, SystemResolver
 from bridges.media import HostResolver
-from bridges.twilio import SignatureVerifier, TwilioBridge
-from config import Settings
-from gateway import api, api_support, cors, health, live, media_route, webhooks
+from bridges.twilio import StatusUpdate, TwilioBridge
+from config import HttpSettings, Settings
+from gateway import (
+    api,
+    api_limits,
+    api_support,
+    cors,
+    health,
+    live,
+    media_route,
+    web_page,
+    webhooks,
+)
 from gateway.accounts import (
     TOKEN_USE_FLUSH_S,
     AuthRuntime,
@@ -41,20 +51,25 @@ from gateway.keys import (
     RUNTIME,
     SETTINGS,
     SMS_COMMANDS,
+    SPOOL,
     TWILIO,
     Runtime,
 )
+from gateway.limits import Limits
 from gateway.live import EventHub
 from gateway.mail import run_mail
 from gateway.media_jobs import MediaAwareIngest, sweep_pending_media
 from gateway.media_urls import MEDIA_PATH
 from gateway.metrics import Metrics
-from gateway.outbound import SEND_SWEEP_GRACE_S, pending_sends
+from gateway.outbound import SEND_SWEEP_GRACE_S, apply_status, pending_sends
 from gateway.pipeline import IngestPipeline
 from gateway.problems import problem
+from gateway.reload import LiveSettings, upper_bound
+from gateway.reload_wiring import reload_gateway, signature_verifier
 from gateway.request_ids import request_ids
 from gateway.retention import RETENTION_LEASE, run_retention_if_elected
 from gateway.sms_commands import SmsCommands
+from gateway.spool_replay import Replayer, WebhookSpool
 from inbox import export, leases
 from inbox.blobs import BlobStore, DirectoryBlobStore
 from inbox.committer import GroupCommitter
@@ -65,10 +80,6 @@ from optin.decide import Policy
 
 log = logging.getLogger(__name__)
 
-# The media sweeper: how often it looks, and how long media may stay pending
-# (beyond two fetch timeouts) before their message is enqueued again.
-MEDIA_SWEEP_INTERVAL_S = 60.0
-MEDIA_SWEEP_GRACE_S = 60.0
 # How often the WAL is folded back into the SQLite file (see inbox.db.checkpoint).
 CHECKPOINT_INTERVAL_S = 1.0
 # An export still pending this long lost its job (a build may take up to the job's
@@ -106,16 +117,8 @@ async def errors_as_problems(
 
 def _twilio_bridge(settings: Settings) -> TwilioBridge:
     tw = settings.bridges.twilio
-    verifier = SignatureVerifier(
-        public_url=settings.http.public_url,
-        auth_token=tw.auth_token.get_secret_value().encode("utf-8"),
-        shared_keys={
-            k: v.get_secret_value().encode("utf-8") for k, v in tw.webhook_shared_keys.items()
-        },
-        url_fragment=tw.webhook_url_fragment.lstrip("#"),
-    )
     return TwilioBridge(
-        verifier=verifier,
+        verifier=signature_verifier(settings),
         default_region=settings.optin.default_region,
         max_body_bytes=settings.http.max_webhook_bytes,
         help_reply=tw.help_reply,
@@ -145,7 +148,7 @@ async def _checkpoint_periodically(db: Database, pool: ThreadPoolExecutor) -> No
 
 
 async def _retention_periodically(
-    settings: Settings, db: Database, blobs: BlobStore, pool: ThreadPoolExecutor
+    live: LiveSettings, db: Database, blobs: BlobStore, pool: ThreadPoolExecutor
 ) -> None:
     """Retention (held-message expiry, blocked mail purge, IP erasure, old exports,
     codes and events) once per ``optin.retention_interval_s`` across all gateway
@@ -154,6 +157,8 @@ async def _retention_periodically(
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     try:
         while True:
+            # The settings in force at each run: its knobs reload on SIGHUP.
+            settings = live.current
             try:
                 await loop.run_in_executor(
                     pool, run_retention_if_elected, settings, db, blobs, holder
@@ -168,14 +173,17 @@ async def _retention_periodically(
 
 
 async def _sweep_media_periodically(
-    settings: Settings, db: Database, jobs: Jobs, pool: ThreadPoolExecutor
+    live: LiveSettings, db: Database, jobs: Jobs, pool: ThreadPoolExecutor
 ) -> None:
     """Re-enqueue media whose job was lost. A job still retrying is enqueued again too;
     the job is idempotent, so that costs only a repeated look at the rows."""
     loop = asyncio.get_running_loop()
-    grace = settings.bridges.twilio.media_timeout_s * 2 + MEDIA_SWEEP_GRACE_S
     while True:
-        await asyncio.sleep(MEDIA_SWEEP_INTERVAL_S)
+        # How often and how long media may stay pending (two fetch timeouts for a job
+        # in hand, plus the grace) before their message is enqueued again: worker.*.
+        await asyncio.sleep(live.current.worker.sweep_interval_s)
+        settings = live.current
+        grace = settings.bridges.twilio.media_timeout_s * 2 + settings.worker.sweep_grace_s
         try:
             found = await loop.run_in_executor(
                 pool, functools.partial(sweep_pending_media, db, jobs, older_than_s=grace)
@@ -221,6 +229,46 @@ async def _sweep_media_periodically(
             log.exception("media sweep failed; will retry")
 
 
+def _database_answers(db: Database) -> bool:
+    """Whether a write transaction can start (on SQLite that takes the write lock: a
+    file locked by another process is as unavailable as a server that is down)."""
+    try:
+        with db.write.begin() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError:
+        return False
+    return True
+
+
+def _spool_replayer(app: web.Application, hub: EventHub) -> Replayer:
+    """The replayer, wired to the same ingest, commands and status code as webhooks."""
+    db, pool, spool = app[DATABASE], app[READ_POOL], app[SPOOL]
+
+    async def store_status(update: StatusUpdate) -> None:
+        loop = asyncio.get_running_loop()
+        moved_for = await loop.run_in_executor(pool, apply_status, db, update)
+        if moved_for is not None:
+            hub.notify([moved_for])
+
+    async def database_up() -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(spool.settings.store_timeout_s):
+                return await loop.run_in_executor(pool, _database_answers, db)
+        except TimeoutError:
+            return False
+
+    return Replayer(
+        spool=spool,
+        bridge=app[TWILIO],
+        ingest=app[INGEST],
+        commands=app.get(SMS_COMMANDS),
+        apply_status=store_status,
+        database_up=database_up,
+        metrics=app[METRICS],
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -236,9 +284,10 @@ def create_app(
     ``media_resolver`` resolves media hosts (tests map names to 127.0.0.1)."""
     app = web.Application(
         middlewares=[request_ids(), errors_as_problems],
-        # The largest body any route accepts; each handler enforces its own limit.
+        # The largest body any route accepts; each handler enforces its own (current)
+        # limit. Fixed at start, so the webhooks' part is the most a reload may set.
         client_max_size=max(
-            settings.http.max_webhook_bytes,
+            upper_bound(HttpSettings, "max_webhook_bytes"),
             settings.http.max_api_body_bytes,
             settings.optin.max_contacts_bytes,
         ),
@@ -247,7 +296,12 @@ def create_app(
     # app is frozen; threads start and connections open in ``resources``.
     db = open_database(settings.database, background_checkpoint=True)
     pool = ThreadPoolExecutor(max_workers=settings.database.pool_size, thread_name_prefix="db-read")
-    pipeline = IngestPipeline(Policy(require_email_auth=settings.optin.require_email_auth))
+    pipeline = IngestPipeline(
+        Policy(
+            require_email_auth=settings.optin.require_email_auth,
+            flood_exempt_trusted=settings.limits.trusted_exempt,
+        )
+    )
     # Every writer of this process takes turns through one lock (see GroupCommitter).
     write_lock = asyncio.Lock()
     hub = EventHub(settings, db, pool)
@@ -260,8 +314,9 @@ def create_app(
         name="ingest-writer",
         on_commit=lambda results: hub.notify(r.user_id for r in results if r.user_id),
     )
-    app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    live_settings = LiveSettings(settings, registry=app[METRICS].registry)
+    app[SETTINGS] = live_settings
     app[DATABASE] = db
     app[READ_POOL] = pool
     app[COMMITTER] = committer
@@ -273,12 +328,18 @@ def create_app(
     engines = {"read": db.read} if db.read is db.write else {"read": db.read, "write": db.write}
     app[METRICS].registry.register(PoolUse(engines))
     app[JOBS] = jobs
-    ingest = MediaAwareIngest(committer.submit, jobs, pool)
-    app[INGEST] = ingest
     auth_runtime = build_auth_runtime(settings)
     app[AUTH] = auth_runtime
+    limits = Limits.build(settings, app[METRICS], auth_runtime.keys)
+    # Every inbound message (SMS/MMS and email) passes the per-sender flood limit.
+    submit = limits.guard(committer.submit)
+    ingest = MediaAwareIngest(submit, jobs, pool)
+    app[INGEST] = ingest
     runtime = Runtime()
     app[RUNTIME] = runtime
+    spool = WebhookSpool(settings.spool)
+    app[SPOOL] = spool
+    app[METRICS].spool_messages.set_function(lambda: spool.pending)
     dns = resolver or SystemResolver(timeout=settings.smtp.dns_timeout_s)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -290,17 +351,24 @@ def create_app(
             if worker or jobs.in_memory:
                 # An in-memory queue has no other consumer: `--no-worker` only makes
                 # sense with Redis (see cli).
-                jobs.start_worker()
+                jobs.start_worker(threads=settings.worker.threads)
             sweeper = asyncio.create_task(
-                _sweep_media_periodically(settings, db, jobs, pool), name="media-sweeper"
+                _sweep_media_periodically(live_settings, db, jobs, pool), name="media-sweeper"
             )
             checkpointer = asyncio.create_task(_checkpoint_periodically(db, pool))
             token_use = asyncio.create_task(
                 _flush_token_use_periodically(auth_runtime, db, pool), name="token-use"
             )
             retention = asyncio.create_task(
-                _retention_periodically(settings, db, app[BLOBS], pool), name="retention"
+                _retention_periodically(live_settings, db, app[BLOBS], pool), name="retention"
             )
+            tasks = [checkpointer, retention, sweeper, token_use]
+            if settings.bridges.twilio.enabled:
+                # A second process on the same [spool] dir takes the next slot.
+                await spool.open()
+                tasks.append(
+                    asyncio.create_task(_spool_replayer(app, hub).run(), name="spool-replay")
+                )
             async with contextlib.AsyncExitStack() as stack:
                 if settings.smtp.enabled:
                     await stack.enter_async_context(
@@ -308,7 +376,7 @@ def create_app(
                             settings,
                             db=db,
                             blobs=app[BLOBS],
-                            ingest=committer,
+                            ingest=submit,
                             write_lock=write_lock,
                             read_pool=pool,
                             resolver=dns,
@@ -317,13 +385,14 @@ def create_app(
                         )
                     )
                 yield
-            for task in (checkpointer, retention, sweeper, token_use):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
             # Commit what was submitted before the event loop goes away.
             await committer.stop()
+            await spool.close()
             await loop.run_in_executor(None, jobs.stop)
             try:
                 await loop.run_in_executor(pool, flush_token_use, auth_runtime.token_use, db)
@@ -345,7 +414,19 @@ def create_app(
         app.router.add_post("/bridges/twilio/sms", webhooks.twilio_sms)
         app.router.add_post("/bridges/twilio/status", webhooks.twilio_status)
         app.router.add_get(f"{MEDIA_PATH}/{{attachment_id}}", media_route.serve_outbound_media)
-    app.add_subapp(api_support.API_PREFIX, api.api_app())
+    api_app = api.api_app()
+    api_limits.install(api_app, settings, app[METRICS])
+    app.add_subapp(api_support.API_PREFIX, api_app)
+    limits.install(app)
     live.install(app, hub)
+    web_page.install(app)
     cors.install(app, settings.http.cors_origins)
+    reload_gateway(
+        live_settings,
+        bridge=app.get(TWILIO),
+        jobs=jobs,
+        pipeline=pipeline,
+        hub=hub,
+        auth=auth_runtime,
+    )
     return app

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
@@ -23,6 +25,7 @@ import redis
 import sqlalchemy as sa
 
 from config import ConfigError, Settings, load_settings
+from config.pools import check_pool, gateway_need, worker_need
 from gateway import devtools, erasure
 from gateway.logs import configure_logging
 from gateway.retention import run_retention
@@ -56,6 +59,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     if args.command != "db":
         logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
+
+
+def _loader(args: argparse.Namespace) -> Callable[[], Settings]:
+    """Loads the settings again from where this command found them (SIGHUP)."""
+    return functools.partial(load_settings, Path(args.config) if args.config else None)
 
 
 @contextlib.contextmanager
@@ -101,17 +109,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--no-worker needs redis.url: without Redis, jobs wait in this process's "
             "memory and only its own worker can run them"
         )
-    serve(settings, worker=not args.no_worker)
+    check_pool(settings, gateway_need(settings, worker=not args.no_worker))
+    serve(settings, worker=not args.no_worker, load=_loader(args))
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from gateway.serve import run_worker
+    from gateway.worker_supervisor import (
+        Supervisor,
+        SupervisorError,
+        supervise,
+        supervisor_pid,
+        worker_argv,
+    )
 
     settings = _settings(args)
     if not settings.redis.url:
         raise UsageError("redis.url is empty: `optmsg serve` runs the jobs itself without Redis")
-    run_worker(settings, metrics_listen=args.metrics)
+    check_pool(settings, worker_need(settings))
+    try:
+        supervisor = supervisor_pid(os.environ)
+    except SupervisorError as exc:
+        raise UsageError(str(exc)) from exc
+    processes = settings.worker.processes
+    if supervisor is None and processes > 1:
+        if args.metrics is not None and int(args.metrics.rpartition(":")[2]) + processes > 65536:
+            raise UsageError(f"--metrics: {processes} ports from {args.metrics} do not fit")
+        command = functools.partial(worker_argv, config=args.config, metrics=args.metrics)
+        print(f"optmsg: worker supervisor running {processes} processes", flush=True)
+        return supervise(Supervisor(command, processes))
+    run_worker(settings, metrics_listen=args.metrics, load=_loader(args), supervisor=supervisor)
     return 0
 
 
@@ -751,7 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         type=_listen_address,
         metavar="HOST:PORT",
-        help="serve this worker's Prometheus /metrics there (jobs, queue depth, pool)",
+        help="serve this worker's Prometheus /metrics there (jobs, queue depth, pool); "
+        "with worker.processes N > 1, process i (0..N-1) serves on PORT+i",
     )
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)

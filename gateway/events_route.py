@@ -72,7 +72,7 @@ def _last_event_id(request: web.Request) -> int | None:
 
 async def event_stream(request: web.Request) -> web.StreamResponse:
     user_id = request[USER_ID]
-    config = request.config_dict[SETTINGS].events
+    config = request.config_dict[SETTINGS].current.events
     hub: EventHub = request.config_dict[EVENT_HUB]
     last = _last_event_id(request)
     start = await in_pool(request, events.start, db_of(request), user_id, last, config.replay_max)

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.keys import DATABASE, METRICS, READ_POOL, SETTINGS
+from gateway.keys import DATABASE, METRICS, READ_POOL, SETTINGS, SPOOL
 from inbox.db import Database
 from inbox.migrate import is_current
 
@@ -48,16 +48,30 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     checks: dict[str, str] = {}
     db_error = await loop.run_in_executor(pool, _check_database, request.app[DATABASE])
     checks["database"] = db_error or "ok"
-    redis_url = request.app[SETTINGS].redis.url
+    redis_url = request.app[SETTINGS].current.redis.url
     if redis_url:
         redis_error = await loop.run_in_executor(pool, _check_redis, redis_url)
         checks["broker"] = redis_error or "ok"
     else:
         checks["broker"] = "ok (in-process)"
+    spool = request.app[SPOOL]
+    spooling = spool.spool is not None and not spool.full
+    if spool.spool is None:
+        checks["spool"] = "ok (off)"
+    else:
+        state = "full" if spool.full else "ok"
+        checks["spool"] = f"{state} ({spool.pending} pending)"
     ready = all(v.startswith("ok") for v in checks.values())
+    # Without the database, webhooks are still acknowledged from the spool: a load
+    # balancer must keep sending them here, or they reach no gateway at all.
+    degraded = (
+        not ready
+        and spooling
+        and all(v.startswith("ok") for k, v in checks.items() if k != "database")
+    )
+    status = "ready" if ready else "degraded" if degraded else "not ready"
     return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status=200 if ready else 503,
+        {"status": status, "checks": checks}, status=200 if ready or degraded else 503
     )
 
 

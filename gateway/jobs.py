@@ -64,6 +64,11 @@ HEARTBEAT_TIMEOUT_MS = 15_000
 MAINTENANCE_CHANCE = 50_000  # per million: maintenance on 5% of consumer polls
 
 
+def _media_time_limit_ms(media_timeout_s: float) -> int:
+    # All media of a message are fetched concurrently within one timeout.
+    return int(media_timeout_s * 1000 * 2 + 10_000)
+
+
 class Jobs:
     """The broker and the actors of one process."""
 
@@ -89,7 +94,7 @@ class Jobs:
         if settings.redis.url:
             self.broker = RedisBroker(  # type: ignore[no-untyped-call]
                 url=settings.redis.url,
-                namespace="optmsg",
+                namespace=settings.redis.namespace,
                 middleware=middleware,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
                 maintenance_chance=MAINTENANCE_CHANCE,
@@ -107,8 +112,7 @@ class Jobs:
             max_retries=tw.media_attempts - 1,
             min_backoff=1_000,
             max_backoff=60_000,
-            # All media of a message are fetched concurrently within one timeout.
-            time_limit=int(tw.media_timeout_s * 1000 * 2 + 10_000),
+            time_limit=_media_time_limit_ms(tw.media_timeout_s),
         )(self._fetch_media)
         self._sender = TwilioSender(
             tw.account_sid,
@@ -167,6 +171,25 @@ class Jobs:
             time_limit=int(SEND_TIMEOUT_S * 1000 * 3),
         )(self._delete_provider_message)
         self._worker: dramatiq.Worker | None = None
+
+    def retune(self, settings: Settings) -> None:
+        """Take reloaded settings (gateway.reload_wiring): media rules, attempts and
+        time limit, the Twilio auth token of REST calls, job knobs. The broker, the
+        queues and the SMTP relay stay as started."""
+        tw = settings.bridges.twilio
+        if tw.auth_token != self.settings.bridges.twilio.auth_token:
+            # A job already sending keeps the sender it took; the next takes this one.
+            self._sender = TwilioSender(
+                tw.account_sid,
+                tw.auth_token.get_secret_value(),
+                tw.api_base_url,
+                timeout_s=SEND_TIMEOUT_S,
+            )
+        self._media_attempts = tw.media_attempts
+        # dramatiq reads an actor's options when a message fails or starts.
+        self.fetch_media.options["max_retries"] = tw.media_attempts - 1
+        self.fetch_media.options["time_limit"] = _media_time_limit_ms(tw.media_timeout_s)
+        self.settings = settings
 
     @property
     def in_memory(self) -> bool:

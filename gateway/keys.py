@@ -9,19 +9,22 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bridges.twilio import TwilioBridge
-from config import Settings
 from gateway.accounts import AuthRuntime
 from gateway.email_ingest import EmailIngest
 from gateway.jobs import Jobs
 from gateway.media_jobs import MediaAwareIngest
 from gateway.metrics import Metrics
+from gateway.reload import LiveSettings
 from gateway.sms_commands import SmsCommands
+from gateway.spool_replay import WebhookSpool
 from inbox.blobs import BlobStore
 from inbox.committer import GroupCommitter
 from inbox.db import Database
 from inbox.message import Inbound, IngestResult
 
-SETTINGS = web.AppKey("settings", Settings)
+# The settings in force: read ``request.config_dict[SETTINGS].current`` per use, never
+# keep it, so that a reload (SIGHUP) reaches every handler (see gateway.reload).
+SETTINGS = web.AppKey("settings", LiveSettings)
 DATABASE = web.AppKey("database", Database)
 BLOBS = web.AppKey("blobs", BlobStore)
 METRICS = web.AppKey("metrics", Metrics)
@@ -32,6 +35,7 @@ SMS_COMMANDS = web.AppKey("sms_commands", SmsCommands)
 JOBS = web.AppKey("jobs", Jobs)
 INGEST = web.AppKey("ingest", MediaAwareIngest)
 AUTH = web.AppKey("auth", AuthRuntime)
+SPOOL = web.AppKey("spool", WebhookSpool)
 
 
 @dataclass

@@ -39,10 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+import sqlalchemy as sa
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from config import Settings
+from config.settings import EventsSettings
 from inbox import events
 from inbox.db import Database
 
@@ -221,6 +223,11 @@ class EventHub:
         self._subscribed = asyncio.Event()
         self._closing = False
 
+    def retune(self, settings: EventsSettings) -> None:
+        """Take reloaded stream limits (max_streams, max_clients_per_user); open
+        streams stay open. The intervals of the running tasks need a restart."""
+        self._settings = settings
+
     # --- streams ---------------------------------------------------------------------
 
     @property
@@ -348,7 +355,15 @@ class EventHub:
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self._settings.poll_interval_s
-        newest = await loop.run_in_executor(self._pool, events.newest_id, self._db)
+        # A gateway may start while the database is down (the webhook spool covers
+        # that): keep trying for the starting point instead of ending the task.
+        while True:
+            try:
+                newest = await loop.run_in_executor(self._pool, events.newest_id, self._db)
+                break
+            except sa.exc.SQLAlchemyError:
+                log.warning("events: database not reachable yet; polling will start later")
+                await asyncio.sleep(interval)
         # Each poll reads back over the previous interval as well: on PostgreSQL an
         # event of another user may commit after a larger id was already seen.
         marks = [newest, newest]

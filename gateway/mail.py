@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from bridges.dns import Resolver
 from bridges.email_parse import MimeLimits
 from config import Settings
+from config.pools import EMAIL_DB_THREADS
 from gateway.email_ingest import EmailIngest
 from gateway.keys import Runtime
 from gateway.metrics import Metrics
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 # Pending raw emails older than the grace period are retried this often.
 SWEEP_INTERVAL_S = 30.0
 SWEEP_GRACE_S = 60.0
+# Threads that parse email and read raw messages back (config.pools counts them).
+EMAIL_THREADS = EMAIL_DB_THREADS
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -67,7 +70,7 @@ async def run_mail(
     *,
     db: Database,
     blobs: BlobStore,
-    ingest: GroupCommitter[Inbound, IngestResult],
+    ingest: Callable[[Inbound], Awaitable[IngestResult]],
     write_lock: asyncio.Lock,
     read_pool: ThreadPoolExecutor,
     resolver: Resolver,
@@ -96,13 +99,13 @@ async def run_mail(
     )
     # Parsing and DNS lookups block; they get their own threads so that a burst of
     # email never starves the client API's reads.
-    work_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="email")
+    work_pool = ThreadPoolExecutor(max_workers=EMAIL_THREADS, thread_name_prefix="email")
     email = EmailIngest(
         db=db,
         blobs=blobs,
         spool=spool,
         done=done,
-        ingest=ingest.submit,
+        ingest=ingest,
         pool=work_pool,
         resolver=resolver,
         authserv_id=smtp.effective_authserv_id,

@@ -15,7 +15,7 @@ from inbox.ids import looks_like_id
 
 async def serve_outbound_media(request: web.Request) -> web.StreamResponse:
     attachment_id = request.match_info["attachment_id"]
-    settings = request.config_dict[SETTINGS]
+    settings = request.config_dict[SETTINGS].current
     expires = request.query.get("expires", "")
     signature = request.query.get("signature", "")
     if not looks_like_id("att", attachment_id) or not valid(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inbox.message import Outcome
 
@@ -45,6 +45,57 @@ class Metrics:
             "Time from request received to response, per bridge",
             ["bridge"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        # The webhook spool (gateway.spool_replay): messages acknowledged while the
+        # database was down, waiting to be stored.
+        self.spool_messages = Gauge(
+            "optmsg_spool_messages",
+            "Webhooks in this process's local spool, acknowledged and not yet stored",
+            registry=r,
+        )
+        self.spooled = Counter(
+            "optmsg_spooled_total",
+            "Webhooks acknowledged from the local spool because the store was unavailable",
+            ["bridge", "kind"],
+            registry=r,
+        )
+        self.spool_replayed = Counter(
+            "optmsg_spool_replayed_total",
+            "Spooled webhooks stored once the database answered again",
+            ["bridge", "kind"],
+            registry=r,
+        )
+        self.spool_refused = Counter(
+            "optmsg_spool_refused_total",
+            "Webhooks answered 503 because the store failed and the spool was full "
+            "or unusable (reason: full, error)",
+            ["bridge", "reason"],
+            registry=r,
+        )
+        self.spool_dead = Counter(
+            "optmsg_spool_dead_letters_total",
+            "Spooled records that could not be stored with the database up, kept in dead.log",
+            registry=r,
+        )
+
+        self.flood_held = Counter(
+            "optmsg_flood_held_total",
+            "Inbound messages stored but held because their sender went over "
+            "limits.sender_messages within limits.sender_window_s",
+            ["bridge"],
+            registry=r,
+        )
+        self.ratelimit_errors = Counter(
+            "optmsg_ratelimit_errors_total",
+            "Exchanges of flood and API limit counts with Redis that failed (the limits "
+            "are then counted by each process alone)",
+            registry=r,
+        )
+        self.api_rate_limited = Counter(
+            "optmsg_api_rate_limited_total",
+            "Client API requests answered 429 because their client IP went over "
+            "limits.api_requests_per_ip",
             registry=r,
         )
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import openapi_accounts, openapi_drafts, openapi_events, openapi_exports
+from gateway import (
+    openapi_accounts,
+    openapi_addresses,
+    openapi_drafts,
+    openapi_events,
+    openapi_exports,
+    openapi_limits,
+)
 from gateway.openapi_support import (
     ACTION,
     BODY_RULES,
@@ -34,7 +41,13 @@ SUSPENDED = {
 }
 
 #: Modules that describe further routes: each has ``paths()`` and ``schemas()``.
-PARTS: tuple[Any, ...] = (openapi_exports, openapi_events, openapi_drafts, openapi_accounts)
+PARTS: tuple[Any, ...] = (
+    openapi_exports,
+    openapi_events,
+    openapi_drafts,
+    openapi_accounts,
+    openapi_addresses,
+)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -50,6 +63,7 @@ def openapi_document() -> dict[str, Any]:
         for operation in operations.values():
             if operation.get("security") != []:
                 operation["responses"].setdefault("403", SUSPENDED)
+    openapi_limits.add_per_ip_limit(document)
     return document
 
 

@@ -56,6 +56,8 @@ class IngestPipeline:
         results: list[IngestResult | None] = [None] * len(batch)
         to_store: list[NewMessage] = []
         slots: list[int] = []
+        # Held by the flood limit: stored, and (but for the first) not announced.
+        flooded: set[int] = set()
         for i, msg in enumerate(batch):
             user_id = routes.get(msg.recipient)
             if user_id is None:
@@ -73,6 +75,7 @@ class IngestPipeline:
                 msg.auth,
                 self.policy,
                 TrustVerdict(domain_entry) if domain_entry else None,
+                msg.flood,
             )
             if decision.verdict is Verdict.DROP:
                 # Blocked senders leave no trace: nothing stored, nothing notified.
@@ -89,17 +92,22 @@ class IngestPipeline:
                 NewMessage(user_id, msg, str(_FOLDER[decision.verdict]), decision.reason)
             )
             slots.append(i)
+            if decision.flood:
+                flooded.add(i)
         refs: list[StoredRef] = insert_messages(conn, to_store)
         announced: list[events.NewEvent] = []
         for i, new, ref in zip(slots, to_store, refs, strict=True):
+            flood = new.inbound.flood if i in flooded else None
+            silent = flood is not None and not flood.announce
             results[i] = IngestResult(
                 _OUTCOME[ref.folder],
                 ref.reason,
                 message_id=ref.message_id,
                 duplicate=not ref.inserted,
-                user_id=new.user_id if ref.inserted else None,
+                user_id=new.user_id if ref.inserted and not silent else None,
+                held_for_flood=flood is not None and ref.inserted,
             )
-            if ref.inserted:
+            if ref.inserted and not silent:
                 announced.append(
                     events.message_created(
                         new.user_id, ref.message_id, ref.folder, new.inbound.channel.value

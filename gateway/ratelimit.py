@@ -32,8 +32,9 @@ Clock = Callable[[], float]
 
 
 class RateLimitUnavailable(Exception):
-    """Raised when the limiter's store (Redis) cannot be reached: callers refuse the
-    request (503) rather than let it through unlimited."""
+    """Raised when the limiter's store (Redis) cannot be reached. The sign-in limits
+    refuse the request (503) rather than let it through unlimited; the flood and API
+    limits (gateway.limits) count per process instead."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from bridges.sms_keywords import USAGE, Command, CommandError, CommandName
 from inbox.addresses import parse_in_regions
 from inbox.db import Database
-from inbox.errors import AddressError
+from inbox.errors import AddressError, StoreUnavailable
 from inbox.message import Inbound
 from inbox.models import user_addresses_t, users_t
 from optin import screener, trust
@@ -99,14 +99,18 @@ class SmsCommands:
 
     async def __call__(self, inbound: Inbound, parsed: Command | CommandError) -> str | None:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool,
-            functools.partial(
-                run_command,
-                self._db,
-                self._service_number,
-                self._default_region,
-                inbound,
-                parsed,
-            ),
-        )
+        try:
+            return await loop.run_in_executor(
+                self._pool,
+                functools.partial(
+                    run_command,
+                    self._db,
+                    self._service_number,
+                    self._default_region,
+                    inbound,
+                    parsed,
+                ),
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            # The bridge's contract: the webhook is then spooled, not lost.
+            raise StoreUnavailable(f"the command could not run ({type(exc).__name__})") from exc

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from aiohttp import web
 
 from bridges.base import WebhookRequest
 from bridges.errors import BridgeError, PayloadTooLarge, SignatureInvalid
-from bridges.twilio import parse_status
+from bridges.twilio import EMPTY_TWIML, TWIML_TYPE, parse_status
 from gateway import outbound
-from gateway.keys import DATABASE, INGEST, METRICS, READ_POOL, SMS_COMMANDS, TWILIO
+from gateway.keys import DATABASE, INGEST, METRICS, READ_POOL, SMS_COMMANDS, SPOOL, TWILIO
 from gateway.live import EVENT_HUB
+from gateway.metrics import Metrics
 from gateway.problems import problem
-from inbox.errors import StoreUnavailable
+from gateway.spool_replay import SMS, STATUS, WebhookSpool, encode_sms, encode_status
+from inbox.errors import SpoolError, SpoolFull, StoreUnavailable
 from inbox.message import Outcome
 
 log = logging.getLogger(__name__)
@@ -53,12 +56,11 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
     app = request.app
     metrics = app[METRICS]
     bridge = app[TWILIO]
+    spool = app[SPOOL]
     started = time.perf_counter()
     try:
         body = await _read_bounded(request, bridge.max_body_bytes)
-        response, result = await bridge.handle_sms(
-            _webhook_request(request, body), app[INGEST], app[SMS_COMMANDS]
-        )
+        verified = bridge.verify_sms(_webhook_request(request, body), datetime.now(UTC))
     except web.HTTPRequestEntityTooLarge:
         metrics.rejected.labels(bridge.name, "too_large").inc()
         return problem(413, "request body is over the size limit")
@@ -67,18 +69,55 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
         metrics.rejected.labels(bridge.name, reason).inc()
         log.warning("twilio webhook refused (%s): %s", reason, exc)
         return problem(exc.status, str(exc))
-    except StoreUnavailable:
-        # Twilio does not retry a 5xx by default; operators add #rc=/#rp= to the
-        # webhook URL so that it retries connection failures (see README).
-        metrics.store_failures.labels(bridge.name).inc()
-        return problem(503, "the message could not be stored; try again")
-    if result.outcome is Outcome.UNROUTABLE:
-        log.warning("twilio webhook unroutable: %s", result.reason)
-    metrics.count_inbound(bridge.name, result.outcome, duplicate=result.duplicate)
+    # While earlier messages wait in the spool, this one queues behind them (order:
+    # a STOP spooled in an outage is not overtaken by a START stored directly).
+    if not spool.pending:
+        try:
+            async with asyncio.timeout(spool.settings.store_timeout_s):
+                response, result = await bridge.process_sms(
+                    verified, app[INGEST], app[SMS_COMMANDS]
+                )
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("twilio message not stored (%s); spooling it", type(exc).__name__)
+        else:
+            if result.outcome is Outcome.UNROUTABLE:
+                log.warning("twilio webhook unroutable: %s", result.reason)
+            metrics.count_inbound(bridge.name, result.outcome, duplicate=result.duplicate)
+            metrics.webhook_latency(bridge.name).observe(time.perf_counter() - started)
+            return web.Response(
+                status=response.status, body=response.body, content_type=response.content_type
+            )
+    refused = await _spool(spool, metrics, bridge.name, SMS, encode_sms(verified))
+    if refused is not None:
+        return refused
     metrics.webhook_latency(bridge.name).observe(time.perf_counter() - started)
-    return web.Response(
-        status=response.status, body=response.body, content_type=response.content_type
-    )
+    # Any TwiML reply (a command's answer, HELP) would need the database; the command
+    # runs when the spool is replayed, without a reply.
+    return web.Response(status=200, body=EMPTY_TWIML, content_type=TWIML_TYPE)
+
+
+async def _spool(
+    spool: WebhookSpool, metrics: Metrics, bridge: str, kind: str, payload: bytes
+) -> web.StreamResponse | None:
+    """Append a verified webhook to the spool; None once it is on disk, else the 503
+    to answer (Twilio drops it unless the webhook URL has the #rc=/#rp= overrides)."""
+    try:
+        await spool.add(payload)
+    except SpoolFull:
+        metrics.store_failures.labels(bridge).inc()
+        metrics.spool_refused.labels(bridge, "full").inc()
+        log.error(
+            "the store is unavailable and the spool is full (%d bytes): webhook refused",
+            spool.settings.max_bytes,
+        )
+        return problem(503, "the message could not be stored; try again")
+    except SpoolError as exc:
+        metrics.store_failures.labels(bridge).inc()
+        metrics.spool_refused.labels(bridge, "error").inc()
+        log.error("the store is unavailable and the spool failed: %s", exc)
+        return problem(503, "the message could not be stored; try again")
+    metrics.spooled.labels(bridge, kind).inc()
+    return None
 
 
 async def twilio_status(request: web.Request) -> web.StreamResponse:
@@ -86,6 +125,7 @@ async def twilio_status(request: web.Request) -> web.StreamResponse:
     app = request.app
     metrics = app[METRICS]
     bridge = app[TWILIO]
+    spool = app[SPOOL]
     try:
         body = await _read_bounded(request, bridge.max_body_bytes)
         update = parse_status(
@@ -96,16 +136,18 @@ async def twilio_status(request: web.Request) -> web.StreamResponse:
         metrics.rejected.labels(bridge.name, reason).inc()
         log.warning("twilio status callback refused (%s): %s", reason, exc)
         return problem(exc.status, str(exc))
-    loop = asyncio.get_running_loop()
-    try:
-        moved_for = await loop.run_in_executor(
-            app[READ_POOL], outbound.apply_status, app[DATABASE], update
-        )
-    except sa.exc.SQLAlchemyError:
-        # Twilio retries a status callback on connection errors only; a 503 costs
-        # at most one intermediate status, the final one will come again.
-        log.exception("could not store a delivery status")
-        return problem(503, "the status could not be stored; try again")
-    if moved_for is not None:
-        app[EVENT_HUB].notify([moved_for])
-    return web.Response(status=200, text="")
+    if not spool.pending:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(spool.settings.store_timeout_s):
+                moved_for = await loop.run_in_executor(
+                    app[READ_POOL], outbound.apply_status, app[DATABASE], update
+                )
+        except (sa.exc.SQLAlchemyError, TimeoutError) as exc:
+            log.warning("delivery status not stored (%s); spooling it", type(exc).__name__)
+        else:
+            if moved_for is not None:
+                app[EVENT_HUB].notify([moved_for])
+            return web.Response(status=200, text="")
+    refused = await _spool(spool, metrics, bridge.name, STATUS, encode_status(update))
+    return refused or web.Response(status=200, text="")

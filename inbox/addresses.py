@@ -123,6 +123,14 @@ def format_phone(number: E164, region: str) -> str:
     return phonenumbers.format_number(parsed, PhoneNumberFormat.INTERNATIONAL)
 
 
+def format_international(number: E164) -> str:
+    """The number with its country code, spaced as in its country ("+1 415-555-0100"):
+    the form that shows a person which country a number they typed was read in."""
+    return phonenumbers.format_number(
+        phonenumbers.parse(number, None), PhoneNumberFormat.INTERNATIONAL
+    )
+
+
 def _ascii_domain(text: str, domain: str) -> str:
     try:
         ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()

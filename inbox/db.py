@@ -60,7 +60,8 @@ def _sqlite_engine(
     engine = sa.create_engine(
         url,
         pool_size=settings.pool_size,
-        max_overflow=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
         # The most recently used connection first: its page cache is the warm one
         # (each SQLite connection has its own).
         pool_use_lifo=True,
@@ -103,6 +104,21 @@ def _sqlite_engine(
     return engine
 
 
+# libpq options: a database that is down must fail a store within seconds, so that a
+# webhook is spooled well inside Twilio's 15 s timeout (gateway.spool_replay).
+# connect_timeout bounds a connect to a host that does not answer; tcp_user_timeout
+# (ms) a send nobody acknowledges; the keepalives a connection whose peer vanished
+# while we waited for a reply (5 s idle + 2 probes 2 s apart).
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 3,
+    "tcp_user_timeout": 5000,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+}
+
+
 def open_database(settings: DatabaseSettings, *, background_checkpoint: bool = False) -> Database:
     """Open the engines. ``background_checkpoint``: SQLite's WAL is folded back into
     the database by periodic :func:`checkpoint` calls, not by the committing writer
@@ -120,8 +136,10 @@ def open_database(settings: DatabaseSettings, *, background_checkpoint: bool = F
     engine = sa.create_engine(
         url,
         pool_size=settings.pool_size,
-        max_overflow=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
         pool_pre_ping=True,
+        connect_args=PG_CONNECT_ARGS,
     )
     return Database(url=url, read=engine, write=engine)
 

@@ -39,3 +39,17 @@ class StoreUnavailable(InboxError):
 
 class WriterClosed(StoreUnavailable):
     """Raised when a message is submitted to a group-commit writer that has been stopped."""
+
+
+class SpoolError(InboxError):
+    """Root of the local webhook spool's errors (inbox.spool)."""
+
+
+class SpoolFull(SpoolError):
+    """Raised when a record would take the spool past its ``max_bytes``; the caller
+    answers as if the store failed (503), the one case the spool gives up."""
+
+
+class SpoolBusy(SpoolError):
+    """Raised at start when every instance slot of the spool directory is locked by
+    another process (or the directory cannot be used)."""

@@ -82,6 +82,18 @@ class InboundAttachment:
 
 
 @dataclass(frozen=True, slots=True)
+class Flood:
+    """The gateway found this message over the per-sender limit (``limits.sender_*``):
+    more than ``limit`` messages from its sender to its recipient within ``window_s``.
+    ``announce`` is True for the first such message of a window: that one is told to
+    the user's live clients, the rest of the flood is stored silently."""
+
+    limit: int
+    window_s: int
+    announce: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Inbound:
     """One inbound message, normalised. Bridges build it; nothing provider-specific
     leaks in except the opaque ``provider_meta`` kept for support and export."""
@@ -110,6 +122,8 @@ class Inbound:
     # The conversation the message belongs to (inbox.conversations): set by the email
     # bridge (its thread root); None for SMS/MMS, whose key is the sender itself.
     conversation: str | None = None
+    # Set by the gateway's flood limit, never by a bridge (see Flood).
+    flood: Flood | None = None
 
 
 class Outcome(enum.StrEnum):
@@ -131,5 +145,8 @@ class IngestResult:
     message_id: str | None = None
     duplicate: bool = False
     # The user a new message was stored for (their live streams are told after the
-    # commit); None when nothing new was stored.
+    # commit); None when nothing new was stored, or when it is part of a flood
+    # stored silently (Flood.announce).
     user_id: str | None = None
+    # Newly stored and held because its sender went over the per-sender limit.
+    held_for_flood: bool = False

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from inbox.addresses import Address, is_email
-from inbox.message import SenderAuth, Verdict
+from inbox.message import Flood, SenderAuth, Verdict
 
 
 class TrustVerdict(enum.StrEnum):
@@ -21,12 +21,17 @@ class Policy:
     default is strict because a From header alone is trivially forged)."""
 
     require_email_auth: bool = True
+    # A trusted sender over the per-sender flood limit is still admitted (False:
+    # held like anyone else's flood).
+    flood_exempt_trusted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict
     reason: str
+    #: Held because of the flood limit (not for the sender's identity).
+    flood: bool = False
 
 
 REASON_TRUSTED = "sender is on your trusted list"
@@ -44,12 +49,17 @@ REASON_DOMAIN_UNAUTHENTICATED = (
 )
 
 
+def flood_reason(flood: Flood) -> str:
+    return f"held: flood from this sender (over {flood.limit} messages in {flood.window_s} s)"
+
+
 def decide(
     sender: Address,
     trust: TrustVerdict | None,
     auth: SenderAuth | None,
     policy: Policy,
     domain_trust: TrustVerdict | None = None,
+    flood: Flood | None = None,
 ) -> Decision:
     """Admit, quarantine or drop one inbound message.
 
@@ -61,7 +71,26 @@ def decide(
     applies only to authenticated (DMARC-aligned) mail, whatever the policy, because
     anyone can write any address at that domain into a From header. Phone senders
     carry no authentication of their own: the carrier's caller id is all there is.
+
+    ``flood`` (the gateway's per-sender limit was passed) holds a message that would
+    otherwise be quarantined or admitted; a blocked sender's is dropped all the same,
+    and a trusted sender's is admitted when the policy exempts trusted senders.
     """
+    decision = _decide(sender, trust, auth, policy, domain_trust)
+    if flood is None or decision.verdict is Verdict.DROP:
+        return decision
+    if decision.verdict is Verdict.ADMIT and policy.flood_exempt_trusted:
+        return decision
+    return Decision(Verdict.QUARANTINE, flood_reason(flood), flood=True)
+
+
+def _decide(
+    sender: Address,
+    trust: TrustVerdict | None,
+    auth: SenderAuth | None,
+    policy: Policy,
+    domain_trust: TrustVerdict | None,
+) -> Decision:
     if trust is TrustVerdict.BLOCKED:
         return Decision(Verdict.DROP, REASON_BLOCKED)
     email = is_email(sender)

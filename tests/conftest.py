@@ -56,6 +56,9 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         "smtp": {"enabled": False, "listen": "127.0.0.1:0", "hostname": "mx.test.example"},
         "database": {"url": db_url, "batch_max": 64},
         "storage": {"blob_dir": tmp_path / "blobs"},
+        # Never the shared default var/spool: a test's leftovers would be replayed by
+        # another test's gateway into another database.
+        "spool": {"dir": tmp_path / "spool"},
         "bridges": {
             "twilio": {
                 "enabled": True,

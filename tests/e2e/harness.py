@@ -218,6 +218,11 @@ class GatewayServer:
         """The end of the current (or last) start's stderr, for failure messages."""
         return tail(self.deployment.root / f"serve-{self.starts}.stderr", lines)
 
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the running gateway (e.g. SIGHUP: reload the config)."""
+        assert self._process is not None, "the gateway is not running"
+        self._process.send_signal(sig)
+
     def kill_hard(self) -> int:
         """``kill -9`` the running gateway; returns its exit status (``-SIGKILL``)."""
         assert self._process is not None, "the gateway is not running"

@@ -110,14 +110,14 @@ def test_pending_and_unparseable_raw_emails_are_reported_for_the_email_bridge(
 
 
 @pytest.fixture
-def cli_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cli_config(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     import os
 
     for name in list(os.environ):
         if name.startswith("OPTMSG_") and name != "OPTMSG_REQUIRE_SERVICES":
             monkeypatch.delenv(name)
     path = tmp_path / "optmsg.toml"
-    path.write_text(GOOD_CONFIG.format(db=tmp_path / "cli.db", blobs=tmp_path / "blobs"))
+    path.write_text(GOOD_CONFIG.format(db_url=db_url, blobs=tmp_path / "blobs"))
     monkeypatch.setenv("OPTMSG_CONFIG", str(path))
     return path
 

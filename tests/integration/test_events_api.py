@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +30,12 @@ from gateway.live import EVENT_HUB, MAX_QUEUED_BYTES, EventHub
 from gateway.openapi import openapi_document
 from inbox import events, store
 from inbox.addresses import E164
-from inbox.db import Database
+from inbox.db import Database, open_database
+from inbox.migrate import upgrade
 from inbox.outbound import insert_outbound_sms, mark_handed_over
 from inbox.suspension import set_suspended
-from tests.conftest import ACCOUNT_SID, missing_service, twilio_form
+from tests.conftest import ACCOUNT_SID, make_settings, missing_service, twilio_form
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.helpers import make_user, message_rows, post_signed, trust_sender
 from tests.integration.openapi_check import checked_call
 
@@ -606,3 +609,29 @@ async def test_a_change_made_outside_the_gateway_reaches_the_stream(
         sent = insert_outbound_sms(conn, users["ada"], E164(FRIEND), "from a script")
     got = await stream.next(timeout=3)
     assert (got.event, got.data["message_id"]) == (events.MESSAGE_CREATED, sent.message_id)
+
+
+async def test_live_updates_start_once_a_database_that_was_down_at_start_is_back(
+    pg_url: str, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """A gateway started during an outage (its webhooks spool) must not lose the table
+    poll for good: once the database answers, changes made elsewhere reach streams."""
+    direct = open_database(make_settings(tmp_path, pg_url).database)
+    upgrade(direct)
+    users, tokens = _people(direct)
+    try:
+        with TcpProxy("127.0.0.1", 5432) as proxy:
+            proxied = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+            settings = _events_settings(make_settings(tmp_path, proxied), poll_interval_s=0.2)
+            proxy.cut()
+            client = await aiohttp_client(create_app(settings, worker=False, migrate=False))
+            await asyncio.sleep(0.6)  # several polls fail meanwhile
+            proxy.restore()
+            stream = await World(client, direct, users, tokens).open()
+            with direct.write.begin() as conn:
+                sent = insert_outbound_sms(conn, users["ada"], E164(FRIEND), "after the outage")
+            got = await stream.next(timeout=5)
+            assert got.data["message_id"] == sent.message_id
+            await client.close()
+    finally:
+        direct.dispose()

@@ -90,6 +90,7 @@ def test_unknown_key_in_env_is_refused_by_name(
         ('[redis]\nurl = "http://x"\n', "redis.url"),
         ('[optin]\ndefault_region = "ZZ"\n', "optin.default_region"),
         ("[smtp]\nmax_message_bytes = -1\n", "smtp.max_message_bytes"),
+        ("[worker]\nsweep_interval_s = 0\n", "worker.sweep_interval_s"),
     ],
 )
 def test_bad_value_is_refused_naming_the_key(tmp_path: Path, snippet: str, key: str) -> None:
