@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/sse.py
 	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/spool.py --db postgresql
+	$(BIN)/python bench/api_limits.py
 
 lock: $(STAMP)
 	{ printf '# Pinned versions for every fresh install (runtime and development tools).\n# Regenerate: make lock\n'; \

@@ -300,6 +300,9 @@ class Jobs:
             self._worker.stop(timeout=30_000)
             self._worker = None
         self.broker.close()
+        if isinstance(self.broker, RedisBroker):
+            # dramatiq's RedisBroker.close() leaves its connection pool open.
+            self.broker.client.connection_pool.disconnect()
 
     def __repr__(self) -> str:
         kind = "memory" if self.in_memory else "redis"

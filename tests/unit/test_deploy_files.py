@@ -133,6 +133,12 @@ def test_compose_runs_two_gateways_two_workers_postgres_and_redis() -> None:
     assert services["redis"]["image"].startswith("redis:")
 
 
+def test_compose_gives_workers_longer_to_stop_than_the_supervisors_wait() -> None:
+    # `optmsg worker` waits up to 45 s for the jobs in hand before it kills them.
+    grace = _services()["worker"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) > 45
+
+
 def test_compose_prometheus_is_optional() -> None:
     assert _services()["prometheus"]["profiles"] == ["metrics"]
 
