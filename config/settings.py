@@ -81,11 +81,19 @@ class HttpSettings(_Section):
     # Reverse proxies / load balancers (IP addresses or CIDR networks) whose
     # X-Forwarded-For names the client; empty: trust none, the peer is the client.
     trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
+    # HOST:PORT of a listener that serves only /metrics; when set, /metrics is not
+    # served on `listen` (keep the figures off the port the internet reaches).
+    metrics_listen: str = ""
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
         return _host_port(v)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, v: str) -> str:
+        return _host_port(v) if v else v
 
     @field_validator("public_url")
     @classmethod

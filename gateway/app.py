@@ -269,6 +269,27 @@ def _spool_replayer(app: web.Application, hub: EventHub) -> Replayer:
     )
 
 
+@contextlib.asynccontextmanager
+async def _metrics_listener(
+    app: web.Application, listen: str, runtime: Runtime
+) -> AsyncIterator[None]:
+    """Serve /metrics (and nothing else) on its own HOST:PORT, from the same registry."""
+    metrics_app = web.Application()
+    metrics_app[METRICS] = app[METRICS]
+    metrics_app.router.add_get("/metrics", health.metrics)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    host, _, port = listen.rpartition(":")
+    site = web.TCPSite(runner, host.strip("[]"), int(port))
+    try:
+        await site.start()
+        runtime.metrics_port = int(runner.addresses[0][1])
+        yield
+    finally:
+        runtime.metrics_port = None
+        await runner.cleanup()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -370,6 +391,10 @@ def create_app(
                     asyncio.create_task(_spool_replayer(app, hub).run(), name="spool-replay")
                 )
             async with contextlib.AsyncExitStack() as stack:
+                if settings.http.metrics_listen:
+                    await stack.enter_async_context(
+                        _metrics_listener(app, settings.http.metrics_listen, runtime)
+                    )
                 if settings.smtp.enabled:
                     await stack.enter_async_context(
                         run_mail(
@@ -405,7 +430,8 @@ def create_app(
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics)
+    if not settings.http.metrics_listen:
+        app.router.add_get("/metrics", health.metrics)
     if settings.bridges.twilio.enabled:
         app[TWILIO] = _twilio_bridge(settings)
         app[SMS_COMMANDS] = SmsCommands(

@@ -44,6 +44,8 @@ class Runtime:
 
     smtp_server: asyncio.base_events.Server | None = None
     email: EmailIngest | None = None
+    #: The port of the separate /metrics listener (http.metrics_listen) while it runs.
+    metrics_port: int | None = None
 
     @property
     def smtp_port(self) -> int | None:

@@ -86,6 +86,7 @@ def test_unknown_key_in_env_is_refused_by_name(
     [
         ('[http]\nlisten = "nope"\n', "http.listen"),
         ('[http]\npublic_url = "gw.example.com"\n', "http.public_url"),
+        ('[http]\nmetrics_listen = "9100"\n', "http.metrics_listen"),
         ('[database]\nurl = "mysql://x"\n', "database.url"),
         ('[redis]\nurl = "http://x"\n', "redis.url"),
         ('[optin]\ndefault_region = "ZZ"\n', "optin.default_region"),

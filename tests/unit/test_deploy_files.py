@@ -201,12 +201,16 @@ def test_prometheus_scrapes_every_worker_replica_on_its_metrics_port() -> None:
     assert lookup == {"names": ["worker"], "type": "A", "port": port}
 
 
-def test_prometheus_scrapes_every_gateway_service() -> None:
+def test_prometheus_scrapes_every_gateway_service_on_its_metrics_listener() -> None:
     job = _scrape_jobs()["optmsg-gateway"]
     targets = set(job["static_configs"][0]["targets"])
+    services = _services()
+    listen = services["gateway-1"]["environment"]["OPTMSG_HTTP__METRICS_LISTEN"]
+    port = listen.rpartition(":")[2]
+    assert port not in {p.split(":")[-1] for p in services["gateway-1"]["ports"]}
     gateways = {
-        f"{name}:8080"
-        for name, s in _services().items()
+        f"{name}:{port}"
+        for name, s in services.items()
         if s.get("command") == ["serve", "--no-worker"]
     }
     assert targets == gateways
