@@ -13,10 +13,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-# Dependencies first, from the same lock file as `make run`, so that code changes
-# do not reinstall them.
+# Dependencies first, so that code changes do not reinstall them: the runtime
+# dependencies of pyproject.toml only (no test or lint tools in the image), at the
+# versions requirements.lock pins for `make run`.
 COPY requirements.lock pyproject.toml README.md ./
-RUN python -m pip install -r requirements.lock
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > runtime-requirements.txt \
+    && python -m pip install -c requirements.lock -r runtime-requirements.txt \
+    && rm runtime-requirements.txt
 
 COPY config ./config
 COPY inbox ./inbox

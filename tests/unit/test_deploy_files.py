@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +81,42 @@ def test_the_dockerfile_pins_its_base_image() -> None:
 
 def test_the_dockerfile_installs_from_the_lock_file() -> None:
     runs = " ".join(args for instruction, args in _dockerfile() if instruction == "RUN")
-    assert "pip install -r requirements.lock" in runs
+    assert "pip install -c requirements.lock -r runtime-requirements.txt" in runs
     assert "pip install --no-deps ." in runs
+
+
+def _image_requirements() -> list[str]:
+    """What the Dockerfile's own command lists as the image's requirements, run here."""
+    runs = " ".join(args for instruction, args in _dockerfile() if instruction == "RUN")
+    found = re.search(r'python -c "(.+?)" > runtime-requirements\.txt', runs)
+    assert found, "the Dockerfile no longer writes runtime-requirements.txt"
+    out = subprocess.run(
+        [sys.executable, "-c", found.group(1)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_the_image_gets_every_runtime_dependency_at_a_pinned_version() -> None:
+    pinned = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
+    wanted = _image_requirements()
+    assert wanted
+    for requirement in wanted:
+        name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pinned, requirement
+
+
+def test_the_image_leaves_out_test_and_lint_tools() -> None:
+    names = " ".join(_image_requirements()).lower()
+    for tool in ("playwright", "pytest", "mypy", "ruff", "hypothesis"):
+        assert tool not in names, tool
 
 
 def test_the_dockerfile_copies_only_paths_that_exist() -> None:
