@@ -21,6 +21,7 @@ from config import Settings
 from inbox.db import Database, open_database
 from inbox.migrate import upgrade
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_ADMIN_URL = os.environ.get("OPTMSG_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 AUTH_TOKEN = "test-auth-token-" + "0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
@@ -94,6 +95,34 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A key namespace of this test's own on the shared Redis (127.0.0.1:6379): tests
+    put every key under ``<namespace>:``, and those keys are removed afterwards; the
+    rest of the server is never touched (no FLUSHDB)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        client.close()
+        missing_service("Redis", str(exc))
+    namespace = "optmsg-test-" + secrets.token_hex(6)
+    try:
+        yield namespace
+    finally:
+        for key in client.scan_iter(match=namespace + ":*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+@pytest.fixture
+def redis_backend(redis_namespace: str) -> dict[str, Any]:
+    """The [redis] settings for the real Redis, with the test's own namespace."""
+    return {"url": REDIS_URL, "namespace": redis_namespace}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

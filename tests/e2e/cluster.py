@@ -28,6 +28,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -60,6 +61,8 @@ from inbox.migrate import upgrade
 from optin import trust
 from tests.e2e.harness import OPTMSG, environment_without_optmsg_settings, free_port, tail
 from tests.fakes.media_server import MediaServer, media_bytes
+
+log = logging.getLogger(__name__)
 
 PUBLIC_URL = "https://gw.chaos.example"
 SMS_PATH = "/bridges/twilio/sms"
@@ -610,8 +613,10 @@ def _smtp_client(
                 except _Refused as exc:
                     ledger.refuse(email.key, str(exc))
                     break
-                except (smtplib.SMTPException, OSError):
-                    pass
+                except (smtplib.SMTPException, OSError) as exc:
+                    # A 4xx, a dropped connection or a killed gateway: an MTA queues
+                    # the message and tries again, here at the next gateway.
+                    log.debug("email %s not acknowledged yet: %s", email.key, exc)
                 ledger.fail("email")
                 if connection is not None:
                     connection.close()

@@ -9,15 +9,12 @@ under a key namespace of their own (deleted afterwards, never flushed)."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-from redis.exceptions import RedisError
 
 from config import Settings
 from gateway.app import create_app
@@ -27,33 +24,14 @@ from gateway.openapi import openapi_document
 from gateway.problems import problem_type
 from gateway.ratelimit_shared import SharedLimiter
 from inbox import store
-from tests.conftest import make_settings, missing_service
+from tests.conftest import make_settings
 from tests.integration.api_operations import any_path, operations
 from tests.integration.helpers import make_user
 from tests.integration.openapi_check import checked_call
 
 Client = TestClient[Any, Any]
-REDIS_URL = "redis://127.0.0.1:6379/0"
 LIMIT = 3
 MESSAGES = "/api/v1/messages"
-
-
-@pytest.fixture
-async def redis_backend() -> AsyncIterator[dict[str, Any]]:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        await client.aclose()
-        missing_service("Redis", str(exc))
-    namespace = "optmsg-test-" + secrets.token_hex(6)
-    try:
-        yield {"url": REDIS_URL, "namespace": namespace}
-    finally:
-        keys = [k async for k in client.scan_iter(match=namespace + ":*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -11,17 +11,14 @@ the main flood test also on both stores (SQLite, PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import smtplib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-from redis.exceptions import RedisError
 
 from bridges.dns import StaticResolver
 from config import Settings
@@ -32,35 +29,15 @@ from gateway.ratelimit_shared import SharedLimiter
 from inbox import events, store
 from inbox.addresses import E164, EmailAddress
 from inbox.db import Database
-from tests.conftest import make_settings, missing_service, twilio_form
+from tests.conftest import make_settings, twilio_form
 from tests.integration.helpers import make_user, message_rows, post_signed, trust_sender
 
 Client = TestClient[Any, Any]
-REDIS_URL = "redis://127.0.0.1:6379/0"
 ADA_NUMBER = "+14155550199"
 STRANGER = "+14155550122"
 FRIEND = "+14155550100"
 LIMIT = 3
 FLOOD_REASON = f"held: flood from this sender (over {LIMIT} messages in 60 s)"
-
-
-@pytest.fixture
-async def redis_backend() -> AsyncIterator[dict[str, Any]]:
-    """The [redis] settings for the real Redis, with a key namespace of this test's own."""
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        await client.aclose()
-        missing_service("Redis", str(exc))
-    namespace = "optmsg-test-" + secrets.token_hex(6)
-    try:
-        yield {"url": REDIS_URL, "namespace": namespace}
-    finally:
-        keys = [k async for k in client.scan_iter(match=namespace + ":*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Any
 
@@ -26,34 +25,16 @@ from gateway.app import create_app
 from inbox import store
 from inbox.addresses import E164, EmailAddress
 from inbox.db import Database
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, missing_service, twilio_form
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, REDIS_URL, twilio_form
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_api import FakeTwilio
 from tests.integration.helpers import post_signed
 
 Client = TestClient[Any, Any]
-REDIS_URL = "redis://127.0.0.1:6379/0"
 ADA_NUMBER = "+14155550199"  # twilio_form's default To
 ADA_EMAIL = "ada@optmsg.test"
 FRIEND = "+14155550100"
 WAIT_S = 15.0
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    """A queue namespace of this test's own; its keys are removed afterwards."""
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        missing_service("Redis", "nothing listens on 127.0.0.1:6379")
-    name = "optmsg-test-" + secrets.token_hex(6)
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for key in client.scan_iter(match=f"{name}:*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -90,7 +71,7 @@ def token(db: Database, user_id: str) -> str:
 @pytest.fixture
 async def client(
     settings: Settings,
-    namespace: str,
+    redis_namespace: str,
     fake: FakeTwilio,
     sink: SmtpSink,
     user_id: str,
@@ -99,7 +80,9 @@ async def client(
     twilio = settings.bridges.twilio.model_copy(update={"api_base_url": fake.base_url})
     configured = settings.model_copy(
         update={
-            "redis": settings.redis.model_copy(update={"url": REDIS_URL, "namespace": namespace}),
+            "redis": settings.redis.model_copy(
+                update={"url": REDIS_URL, "namespace": redis_namespace}
+            ),
             "bridges": settings.bridges.model_copy(update={"twilio": twilio}),
             "email_out": settings.email_out.model_copy(
                 update={"enabled": True, "relay": f"127.0.0.1:{sink.port}", "starttls": False}
@@ -127,7 +110,7 @@ async def until(client: Client, token: str, path: str, field: str, wanted: str) 
 
 
 async def test_an_sms_send_job_goes_through_redis_to_twilio(
-    client: Client, token: str, fake: FakeTwilio, namespace: str
+    client: Client, token: str, fake: FakeTwilio, redis_namespace: str
 ) -> None:
     resp = await client.post(
         "/api/v1/messages", json={"to": "(415) 555-0100", "text": "hi"}, headers=auth(token)
@@ -185,7 +168,7 @@ async def test_a_provider_delete_job_goes_through_redis_to_twilio(
 
 
 async def test_the_jobs_use_only_their_own_namespace_in_redis(
-    client: Client, token: str, fake: FakeTwilio, namespace: str
+    client: Client, token: str, fake: FakeTwilio, redis_namespace: str
 ) -> None:
     resp = await client.post(
         "/api/v1/messages", json={"to": FRIEND, "text": "hi"}, headers=auth(token)
@@ -195,8 +178,8 @@ async def test_the_jobs_use_only_their_own_namespace_in_redis(
     keys = redis.Redis.from_url(REDIS_URL)
     try:
         # dramatiq keeps its queue keys (and the worker heartbeats) under the namespace.
-        ours = [k.decode() for k in keys.scan_iter(match=f"{namespace}:*", count=1000)]
+        ours = [k.decode() for k in keys.scan_iter(match=f"{redis_namespace}:*", count=1000)]
     finally:
         keys.close()
     assert ours, "no queue keys under the test's namespace"
-    assert all(k.startswith(namespace + ":") for k in ours)
+    assert all(k.startswith(redis_namespace + ":") for k in ours)

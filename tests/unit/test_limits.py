@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
-from redis.exceptions import RedisError
 
 from gateway.limits import Limits
 from gateway.metrics import Metrics
@@ -31,9 +30,8 @@ from optin.decide import (
     decide,
     flood_reason,
 )
-from tests.conftest import make_settings, missing_service
+from tests.conftest import REDIS_URL, make_settings
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
 NUMBER = E164("+14155550100")
 FLOOD = Flood(limit=30, window_s=60)
@@ -197,21 +195,9 @@ async def test_shared_limiter_memory_is_bounded() -> None:
 
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        await client.aclose()
-        missing_service("Redis", str(exc))
-    prefix = f"optmsg-test-{secrets.token_hex(6)}:limits:"
-    try:
-        yield prefix
-    finally:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+def redis_prefix(redis_namespace: str) -> str:
+    """Keys under the test's own namespace, removed afterwards (tests/conftest.py)."""
+    return f"{redis_namespace}:limits:"
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ test, deleted afterwards)."""
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from config import Settings
 from gateway.accounts import build_auth_runtime
@@ -22,9 +20,7 @@ from gateway.ratelimit import (
     RateLimitUnavailable,
     RedisLimiter,
 )
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_settings, missing_service
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, REDIS_URL, make_settings
 
 
 class FakeClock:
@@ -86,21 +82,9 @@ def test_key_hasher_without_a_secret_uses_a_random_one() -> None:
 
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        await client.aclose()
-        missing_service("Redis", str(exc))
-    prefix = f"optmsg:test:{secrets.token_hex(6)}:"
-    try:
-        yield prefix
-    finally:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+def redis_prefix(redis_namespace: str) -> str:
+    """Keys under the test's own namespace, removed afterwards (tests/conftest.py)."""
+    return f"{redis_namespace}:"
 
 
 @pytest.fixture
