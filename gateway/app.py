@@ -365,6 +365,7 @@ def create_app(
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
         try:
             if migrate:
                 await loop.run_in_executor(pool, upgrade, db)
@@ -383,7 +384,7 @@ def create_app(
             retention = asyncio.create_task(
                 _retention_periodically(live_settings, db, app[BLOBS], pool), name="retention"
             )
-            tasks = [checkpointer, retention, sweeper, token_use]
+            tasks.extend([checkpointer, retention, sweeper, token_use])
             if settings.bridges.twilio.enabled:
                 # A second process on the same [spool] dir takes the next slot.
                 await spool.open()
@@ -410,11 +411,13 @@ def create_app(
                         )
                     )
                 yield
+        finally:
+            # Also when start-up failed half-way (a busy spool, a port in use): no
+            # background task may outlive the resources it uses.
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        finally:
             # Commit what was submitted before the event loop goes away.
             await committer.stop()
             await spool.close()

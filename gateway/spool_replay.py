@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -39,13 +40,14 @@ from inbox.spool import Spool
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-# Spooled records stored concurrently (they share the group committer's batches).
-REPLAY_CHUNK = 64
-# A record that fails this often while the database answers is not waiting for the
-# database: it goes to dead.log instead of blocking every record behind it.
+# A record that fails this many replay passes in a row while the database answers
+# is not waiting for the database: it goes to dead.log instead of blocking every
+# record behind it. Passes are replay_interval_s apart, so a short disturbance the
+# liveness probe does not see (a deadlock, a failover) does not dead-letter it.
 MAX_ATTEMPTS = 3
-RETRY_PAUSE_S = 0.2
 SMS, STATUS = "sms", "status"
+# How often, in records, the spool's pending count is brought up to date during a drain.
+_PROGRESS_EVERY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,9 @@ class WebhookSpool:
         self._thread: ThreadPoolExecutor | None = None
         self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Store attempts that outlived store_timeout_s and were spooled: they may
+        # still commit (a command in a pool thread, a message in the committer).
+        self._stragglers: set[asyncio.Future[Any]] = set()
 
     @property
     def spool(self) -> Spool | None:
@@ -147,6 +152,27 @@ class WebhookSpool:
             )
         else:
             log.info("spool %s opened", self._spool.path)
+
+    def track_straggler(self, attempt: asyncio.Future[Any]) -> None:
+        """Remember a timed-out store attempt whose message was spooled: replay waits
+        for it, so that a late commit of it can never land after a spooled record
+        that came behind it (a BLOCK committing after the TRUST sent later)."""
+        if attempt.done():
+            return
+        self._stragglers.add(attempt)
+        attempt.add_done_callback(self._straggler_done)
+
+    def _straggler_done(self, attempt: asyncio.Future[Any]) -> None:
+        self._stragglers.discard(attempt)
+        if not attempt.cancelled():
+            # Its outcome no longer matters (the spooled copy is the one that counts);
+            # taking the exception keeps asyncio from reporting it as never retrieved.
+            attempt.exception()
+
+    async def settle_stragglers(self) -> None:
+        """Wait until every timed-out store attempt has finished, one way or another."""
+        if self._stragglers:
+            await asyncio.wait(set(self._stragglers))
 
     async def add(self, payload: bytes) -> None:
         """Returns once the record is on disk. Raises SpoolFull, or SpoolError when it
@@ -249,6 +275,7 @@ class Replayer:
         own = self._spool.spool
         if own is None:
             return False
+        await self._spool.settle_stragglers()
         done = await self._drain(own, self._spool.seal)
         loop = asyncio.get_running_loop()
         orphans = await loop.run_in_executor(
@@ -267,7 +294,16 @@ class Replayer:
                 done = await self._drain(orphan, None) and done
             finally:
                 orphan.close()
+                # Another process may drain this slot and a later one reuse its
+                # segment names: what was learnt about them here must not outlive it.
+                self._forget(orphan.path)
         return done
+
+    def _forget(self, slot: Path) -> None:
+        for segment in [p for p in self._progress if p.parent == slot]:
+            del self._progress[segment]
+        for key in [k for k in self._attempts if k[0].parent == slot]:
+            del self._attempts[key]
 
     async def _drain(self, spool: Spool, seal: Callable[[], Awaitable[None]] | None) -> bool:
         loop = asyncio.get_running_loop()
@@ -301,57 +337,65 @@ class Replayer:
             self._metrics.spool_dead.inc()
         records = read.records
         i = self._progress.get(segment, 0)
+        # One record at a time, in the order they were acknowledged: a STOP and the
+        # START after it, or a BLOCK and the TRUST after it, must land in that order,
+        # and nothing after a failed record may be stored before it.
         while i < len(records):
-            chunk = records[i : i + REPLAY_CHUNK]
-            stored, failure = await self._replay_chunk(chunk)
-            i += stored
-            if failure is not None:
-                if isinstance(failure, _Unreplayable):
-                    log.error("spooled record %d of %s cannot be stored: %s", i, segment, failure)
-                    await self._dead_letter(spool, records[i])
-                    i += 1
-                elif isinstance(failure, TimeoutError) or not await self._database_up():
-                    self._progress[segment] = i
-                    await loop.run_in_executor(None, spool.mark_replayed, segment, i)
-                    return False
-                else:
-                    key = (segment, i)
-                    attempts = self._attempts.pop(key, 0) + 1
-                    if attempts >= MAX_ATTEMPTS:
-                        log.error(
-                            "spooled record %d of %s failed %d times with the database "
-                            "up; moved to %s",
-                            i,
-                            segment,
-                            MAX_ATTEMPTS,
-                            spool.path / "dead.log",
-                        )
-                        await self._dead_letter(spool, records[i])
-                        i += 1
-                    else:
-                        self._attempts[key] = attempts
-                        await asyncio.sleep(RETRY_PAUSE_S)
-            self._progress[segment] = i
-            await loop.run_in_executor(None, spool.mark_replayed, segment, i)
-        return True
+            failure = await self._replay_record(records[i])
+            if failure is None:
+                self._attempts.pop((segment, i), None)
+                i += 1
+            elif isinstance(failure, _Unreplayable):
+                log.error("spooled record %d of %s cannot be stored: %s", i, segment, failure)
+                await self._dead_letter(spool, records[i])
+                i += 1
+            elif isinstance(failure, TimeoutError) or not await self._database_up():
+                break
+            else:
+                key = (segment, i)
+                attempts = self._attempts.get(key, 0) + 1
+                if attempts < MAX_ATTEMPTS:
+                    # Try again on the next pass; the records behind it wait.
+                    self._attempts[key] = attempts
+                    log.warning(
+                        "spooled record %d of %s failed with the database up (%s); "
+                        "retrying on the next pass",
+                        i,
+                        segment,
+                        type(failure).__name__,
+                    )
+                    break
+                del self._attempts[key]
+                log.error(
+                    "spooled record %d of %s failed on %d passes with the database up; moved to %s",
+                    i,
+                    segment,
+                    MAX_ATTEMPTS,
+                    spool.path / "dead.log",
+                )
+                await self._dead_letter(spool, records[i])
+                i += 1
+            if i % _PROGRESS_EVERY == 0:
+                await loop.run_in_executor(None, spool.mark_replayed, segment, i)
+        self._progress[segment] = i
+        await loop.run_in_executor(None, spool.mark_replayed, segment, i)
+        return i >= len(records)
 
     async def _dead_letter(self, spool: Spool, payload: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(None, spool.dead_letter, payload)
         self._metrics.spool_dead.inc()
 
-    async def _replay_chunk(self, chunk: tuple[bytes, ...]) -> tuple[int, BaseException | None]:
-        """How many records from the start of ``chunk`` were stored, and the failure
-        of the first one that was not (later ones may have been stored too: storing
-        is idempotent, so they are simply stored again)."""
-        results = await asyncio.gather(
-            *(self._replay_one(p) for p in chunk), return_exceptions=True
-        )
-        for n, result in enumerate(results):
-            if isinstance(result, asyncio.CancelledError):
-                raise result
-            if isinstance(result, BaseException):
-                return n, result
-        return len(chunk), None
+    async def _replay_record(self, payload: bytes) -> Exception | None:
+        """None once the record is stored, else why it was not."""
+        try:
+            await self._replay_one(payload)
+        except (_Unreplayable, StoreUnavailable, TimeoutError) as exc:
+            return exc
+        except Exception as exc:
+            # A bug, not the database: retried on later passes, then dead-lettered.
+            log.exception("replaying a spooled record failed unexpectedly")
+            return exc
+        return None
 
     async def _replay_one(self, payload: bytes) -> None:
         try:

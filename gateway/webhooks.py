@@ -72,12 +72,17 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
     # While earlier messages wait in the spool, this one queues behind them (order:
     # a STOP spooled in an outage is not overtaken by a START stored directly).
     if not spool.pending:
+        attempt = asyncio.ensure_future(
+            bridge.process_sms(verified, app[INGEST], app[SMS_COMMANDS])
+        )
         try:
-            async with asyncio.timeout(spool.settings.store_timeout_s):
-                response, result = await bridge.process_sms(
-                    verified, app[INGEST], app[SMS_COMMANDS]
-                )
+            # Shielded: on a timeout the attempt goes on (it may still commit), and
+            # the replay waits for it before storing anything spooled after it.
+            response, result = await asyncio.wait_for(
+                asyncio.shield(attempt), spool.settings.store_timeout_s
+            )
         except (StoreUnavailable, TimeoutError) as exc:
+            spool.track_straggler(attempt)
             log.warning("twilio message not stored (%s); spooling it", type(exc).__name__)
         else:
             if result.outcome is Outcome.UNROUTABLE:
@@ -138,12 +143,13 @@ async def twilio_status(request: web.Request) -> web.StreamResponse:
         return problem(exc.status, str(exc))
     if not spool.pending:
         loop = asyncio.get_running_loop()
+        attempt = loop.run_in_executor(app[READ_POOL], outbound.apply_status, app[DATABASE], update)
         try:
-            async with asyncio.timeout(spool.settings.store_timeout_s):
-                moved_for = await loop.run_in_executor(
-                    app[READ_POOL], outbound.apply_status, app[DATABASE], update
-                )
+            moved_for = await asyncio.wait_for(
+                asyncio.shield(attempt), spool.settings.store_timeout_s
+            )
         except (sa.exc.SQLAlchemyError, TimeoutError) as exc:
+            spool.track_straggler(attempt)
             log.warning("delivery status not stored (%s); spooling it", type(exc).__name__)
         else:
             if moved_for is not None:

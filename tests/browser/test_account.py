@@ -108,6 +108,21 @@ def test_revoking_this_device_asks_first_then_signs_out(
     assert api_status(web, "/account", token) == 401
 
 
+# The event stream re-checks its token every events.keepalive_s: 1 s here.
+@pytest.mark.parametrize(
+    "web_settings", [{"OPTMSG_AUTH__TOKEN_CACHE_S": "0", "OPTMSG_EVENTS__KEEPALIVE_S": "1"}]
+)
+def test_an_open_page_notices_its_revocation_through_the_event_stream(
+    page: Page, web: Web, signed_in: SignedIn
+) -> None:
+    user = signed_in(page, web)
+    token_id = web.cli("tokens", "list", user.id)["items"][0]["id"]
+    web.cli("tokens", "revoke", token_id)
+    # No click, no reload: the ended stream's reconnect gets a 401.
+    expect(page).to_have_url(SIGNED_OUT)
+    assert page.evaluate(f"localStorage.getItem({json.dumps(TOKEN_KEY)})") is None
+
+
 # The gateway remembers a token's owner for auth.token_cache_s; off here, so that the
 # operator's revocation applies to the very next request.
 @pytest.mark.parametrize("web_settings", [{"OPTMSG_AUTH__TOKEN_CACHE_S": "0"}])

@@ -80,3 +80,27 @@ async def test_the_metrics_listener_closes_with_the_app(
     await client.close()
     with pytest.raises(aiohttp.ClientConnectionError):
         await _get(port, "/metrics")
+
+
+async def test_a_metrics_port_in_use_fails_the_start_and_leaves_no_task_running(
+    settings: Settings,
+) -> None:
+    import asyncio
+    import socket
+
+    from aiohttp.test_utils import TestServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        http = settings.http.model_copy(update={"metrics_listen": f"127.0.0.1:{port}"})
+        server = TestServer(create_app(settings.model_copy(update={"http": http})))
+        try:
+            with pytest.raises(OSError, match="address already in use"):
+                await server.start_server()
+        finally:
+            await server.close()
+    background = {"retention", "media-sweeper", "token-use", "spool-replay"}
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name() in background]
+    assert left == []

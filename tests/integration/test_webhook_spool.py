@@ -27,7 +27,7 @@ from inbox import outbound, store
 from inbox.addresses import E164, EmailAddress
 from inbox.db import Database, open_database
 from inbox.migrate import upgrade
-from inbox.models import messages_t, sms_opt_outs_t
+from inbox.models import messages_t, sms_opt_outs_t, trust_entries_t
 from optin import trust
 from tests.conftest import ACCOUNT_SID, make_settings, twilio_form
 from tests.fakes.tcp_proxy import TcpProxy
@@ -277,6 +277,30 @@ async def test_a_locked_sqlite_file_spools_webhooks_until_the_lock_is_released(
     # The first waits for the store (store_timeout_s), the rest queue behind it.
     assert max(took for _, _, took in results) < WEBHOOK_BUDGET_S
     assert sorted(world.stored_sids()) == sorted(f["MessageSid"] for f in forms)
+
+
+async def test_spooled_commands_take_effect_in_the_order_they_were_acknowledged(
+    on_sqlite: World,
+) -> None:
+    """BLOCK then TRUST for each of 20 numbers, all spooled: after the replay every
+    number is trusted (the later command wins, as it would have without an outage)."""
+    world = on_sqlite
+    numbers = [f"+1415555{n:04d}" for n in range(20)]
+    holder = await asyncio.to_thread(_hold_write_lock, world.db)
+    try:
+        for number in numbers:
+            for command in ("BLOCK", "TRUST"):
+                form = twilio_form(sender=USER_PHONE, to=USER_NUMBER, body=f"{command} {number}")
+                assert (await post_signed(world.client, form)).status == 200
+        assert world.spool_pending == 2 * len(numbers)
+    finally:
+        await asyncio.to_thread(holder.close)
+    await world.wait_drained()
+    with world.db.read.connect() as conn:
+        verdicts = dict(
+            conn.execute(sa.select(trust_entries_t.c.address, trust_entries_t.c.verdict)).all()
+        )
+    assert {n: verdicts.get(n) for n in numbers if verdicts.get(n) != "trusted"} == {}
 
 
 async def test_a_full_spool_answers_503_and_counts_it(on_sqlite: World) -> None:

@@ -168,15 +168,18 @@ function endSession() {
 }
 
 async function signOut() {
+  let problem = null;
   try {
     await api('/tokens/current', { method: 'DELETE' });
   } catch (err) {
-    // A 401 means the token was already revoked; anything else is worth telling,
-    // but the page forgets the token either way.
-    if (!(err instanceof ApiError && err.status === 401)) toast(errorText(err));
+    // A 401 means the token was already revoked; anything else means the server
+    // may still honour it, which the user must hear about.
+    if (!(err instanceof ApiError && err.status === 401)) problem = err;
   }
   endSession();
-  toast('You are signed out.');
+  toast(problem
+    ? `Signed out on this page, but the server could not end the session (${errorText(problem)}); revoke it under Account from another device.`
+    : 'You are signed out.');
 }
 
 document.getElementById('sign-out').addEventListener('click', signOut);

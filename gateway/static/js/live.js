@@ -42,7 +42,13 @@ export class Live extends EventTarget {
 
   async connect() {
     const token = getToken();
-    if (!this.running || !token) return;
+    if (!this.running) return;
+    if (!token) {
+      // Signed out meanwhile (perhaps in another tab): stop, so that the next
+      // start() after signing in opens a stream again.
+      this.running = false;
+      return;
+    }
     const controller = new AbortController();
     this.controller = controller;
     const headers = { Authorization: `Bearer ${token}`, Accept: 'text/event-stream' };
@@ -66,15 +72,18 @@ export class Live extends EventTarget {
     if (this.controller === controller) this.controller = null;
     if (!this.running) return;
     if (status === 401) {
-      // The token is no longer valid; the api module signs the user out on the
-      // next call, so do not hammer the server.
+      // The token was revoked (another device, the operator) or the account is
+      // gone: end the session now rather than at the page's next API call.
       this.running = false;
+      window.dispatchEvent(new CustomEvent('optmsg:signed-out'));
       return;
     }
     this.failures += 1;
     const backoff = Math.min(MAX_DELAY_MS, Math.max(MIN_DELAY_MS, this.retryMs) * 2 ** (this.failures - 1));
     // A stream that ended normally (server restart) reconnects at the server's pace.
-    const delay = status === 200 && this.failures === 1 ? this.retryMs : backoff;
+    const delay = status === 200 && this.failures === 1
+      ? Math.max(MIN_DELAY_MS, this.retryMs) // never a tight loop, whatever `retry:` says
+      : backoff;
     this.timer = setTimeout(() => this.connect(), delay);
   }
 

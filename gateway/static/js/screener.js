@@ -235,6 +235,8 @@ export async function render(root, ctx) {
 
   function onCardKey(event, item, el, group) {
     if (event.target !== group || event.altKey || event.ctrlKey || event.metaKey) return;
+    // A held key repeats: one press, one decision (focus moves on to the next card).
+    if (event.repeat) return;
     const key = event.key.toLowerCase();
     if (key === 'a') decide('allow', [item.sender], el);
     else if (key === 'b') decide('block', [item.sender], el);
@@ -402,15 +404,21 @@ export async function render(root, ctx) {
     ctx.toast(`${item.display} put off for later.`);
   }
 
+  let undoing = false;
   const onUndoKey = async (event) => {
     if (event.key.toLowerCase() !== 'u' || event.altKey || event.ctrlKey || event.metaKey) return;
     const target = event.target instanceof Element ? event.target : null;
     if (target && target.closest('input, textarea, select, [contenteditable]')) return;
     event.preventDefault();
+    // Each undo takes back one more decision: never several from one held key.
+    if (event.repeat || undoing) return;
+    undoing = true;
     try {
       await undo();
     } catch (err) {
       ctx.toast(errorText(err));
+    } finally {
+      undoing = false;
     }
   };
   document.addEventListener('keydown', onUndoKey);
