@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api_support import ApiProblem, user_region
-from inbox.addresses import E164, format_international
+from gateway.keys import SETTINGS
+from inbox.addresses import E164, format_international, parse_in_regions
 from inbox.errors import AddressError
 from optin import trust
 from optin.screener import display_name
@@ -24,11 +25,18 @@ from optin.screener import display_name
 MAX_VALUE_CHARS = 500
 
 
-def reading(typed: str, region: str) -> dict[str, Any]:
-    """What the trust list would store for ``typed``: the canonical address, its kind
-    and how it reads (a phone number with its country code), or why it is none."""
+#: What the address is for: the trust list reads a number in the user's region only;
+#: sending (drafts, POST /messages) tries the user's region, then the deployment's.
+PURPOSES = ("trust", "send")
+
+
+def reading(typed: str, region: str, *, also: str | None = None) -> dict[str, Any]:
+    """What the trust list would store for ``typed`` (or, with ``also``, what a send
+    would address, trying that region second): the canonical address, its kind and
+    how it reads (a phone number with its country code), or why it is none."""
+    regions = (region,) if also is None else (region, also)
     try:
-        address = trust.parse_entry(typed, region)
+        address = parse_in_regions(trust.parse_entry, typed, regions)
     except AddressError as exc:
         return {
             "value": typed,
@@ -58,9 +66,13 @@ async def normalize_address(request: web.Request) -> web.StreamResponse:
         raise ApiProblem(400, "value is required: the address as typed")
     if len(typed) > MAX_VALUE_CHARS:
         raise ApiProblem(400, f"value must be at most {MAX_VALUE_CHARS} characters")
+    purpose = request.query.get("purpose", "trust")
+    if purpose not in PURPOSES:
+        raise ApiProblem(400, "purpose must be trust or send")
+    also = request.config_dict[SETTINGS].current.optin.default_region if purpose == "send" else None
     # An invalid address is a valid question: 200 with the reason, so that a client
     # checking as the user types is not answered with an error for every keystroke.
-    return web.json_response(reading(typed, await user_region(request)))
+    return web.json_response(reading(typed, await user_region(request), also=also))
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

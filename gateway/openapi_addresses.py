@@ -36,13 +36,25 @@ def paths() -> dict[str, Any]:
                             "maxLength": MAX_VALUE_CHARS,
                             "examples": ["(415) 555-0100"],
                         },
-                    }
+                    },
+                    {
+                        "name": "purpose",
+                        "in": "query",
+                        "required": False,
+                        "description": (
+                            "`trust` (default): as addTrustedSender reads it, a number "
+                            "without a country code in the user's region only. `send`: as a "
+                            "draft or sendMessage reads a recipient, trying the user's region "
+                            "and then the deployment's default region."
+                        ),
+                        "schema": {"type": "string", "enum": ["trust", "send"], "default": "trust"},
+                    },
                 ],
                 "responses": {
                     "200": json_response("How the value reads", "AddressReading"),
                     "400": {
                         **PROBLEM,
-                        "description": "`value` is missing or too long",
+                        "description": "`value` is missing or too long, or `purpose` unknown",
                     },
                     "401": PROBLEM,
                 },

@@ -33,8 +33,9 @@ class World:
     tokens: dict[str, str]
     doc: dict[str, Any] = field(default_factory=openapi_document)
 
-    async def read(self, value: str | None, who: str = "ada") -> Reply:
-        query = "" if value is None else "?" + urlencode({"value": value})
+    async def read(self, value: str | None, who: str = "ada", **extra: str) -> Reply:
+        params = ({} if value is None else {"value": value}) | extra
+        query = "?" + urlencode(params) if params else ""
         return await checked_call(
             self.client, self.doc, "GET", "/addresses/normalize" + query, token=self.tokens[who]
         )
@@ -74,6 +75,21 @@ async def test_a_national_number_reads_as_e164_with_its_international_form(world
 async def test_a_number_without_country_code_is_read_in_the_users_region(world: World) -> None:
     reply = await world.read("020 7946 0018", who="bob")
     assert (reply.body["address"], reply.body["display"]) == ("+442079460018", "+44 20 7946 0018")
+
+
+async def test_for_sending_a_number_is_also_tried_in_the_deployments_region(
+    world: World,
+) -> None:
+    # Bob is British on a US deployment: a draft to "415 555 0100" goes to +1 415...,
+    # so the preview for sending must say so; the trust list reads it as British only.
+    sending = await world.read("415 555 0100", who="bob", purpose="send")
+    assert (sending.body["valid"], sending.body["address"]) == (True, "+14155550100")
+    trusting = await world.read("415 555 0100", who="bob")
+    assert trusting.body["valid"] is False
+
+
+async def test_an_unknown_purpose_is_400(world: World) -> None:
+    assert (await world.read("415 555 0100", purpose="gift")).status == 400
 
 
 @pytest.mark.parametrize("typed", ["555-01", "hello", "bob@nowhere", "@nodot", "", "short:1"])

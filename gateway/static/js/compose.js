@@ -339,7 +339,7 @@ export async function render(root, ctx, params) {
       return;
     }
     try {
-      const answer = await ctx.api(`/addresses/normalize?value=${encodeURIComponent(typed)}`);
+      const answer = await ctx.api(`/addresses/normalize?purpose=send&value=${encodeURIComponent(typed)}`);
       if (to.value.trim() !== typed || channel !== 'sms') return; // typed on meanwhile
       if (answer.valid && answer.kind === 'phone') reading.textContent = `Will be sent to ${answer.display}`;
       else reading.textContent = answer.valid ? 'This is not a phone number.' : `Not a number yet: ${answer.reason}`;
