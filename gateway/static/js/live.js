@@ -10,6 +10,10 @@ const KINDS = new Set([
 ]);
 const MIN_DELAY_MS = 1000;
 const MAX_DELAY_MS = 30000;
+// The server writes at least a keep-alive comment every events.keepalive_s (at most
+// 300 s, 15 by default); a stream silent for longer is a dead connection (NAT
+// timeout, network switch) that would otherwise wait forever.
+const IDLE_MS = 75000;
 
 export class Live extends EventTarget {
   constructor() {
@@ -62,7 +66,7 @@ export class Live extends EventTarget {
       if (response.ok && response.body) {
         this.failures = 0;
         this.dispatchEvent(new CustomEvent('open'));
-        await this.read(response.body);
+        await this.read(response.body, controller);
       } else if (response.body) {
         await response.body.cancel();
       }
@@ -87,33 +91,44 @@ export class Live extends EventTarget {
     this.timer = setTimeout(() => this.connect(), delay);
   }
 
-  async read(body) {
+  async read(body, controller) {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = '';
     let event = { id: null, kind: '', data: [] };
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value;
-      let end;
-      while ((end = buffer.search(/\r\n|\r|\n/)) >= 0) {
-        const line = buffer.slice(0, end);
-        buffer = buffer.slice(end + (buffer.startsWith('\r\n', end) ? 2 : 1));
-        if (line === '') {
-          this.deliver(event);
-          event = { id: null, kind: '', data: [] };
-          continue;
+    let idle = null;
+    const watch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => controller.abort(), IDLE_MS);
+    };
+    watch();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        watch();
+        buffer += value;
+        let end;
+        while ((end = buffer.search(/\r\n|\r|\n/)) >= 0) {
+          const line = buffer.slice(0, end);
+          buffer = buffer.slice(end + (buffer.startsWith('\r\n', end) ? 2 : 1));
+          if (line === '') {
+            this.deliver(event);
+            event = { id: null, kind: '', data: [] };
+            continue;
+          }
+          if (line.startsWith(':')) continue; // a keep-alive comment
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let value2 = colon < 0 ? '' : line.slice(colon + 1);
+          if (value2.startsWith(' ')) value2 = value2.slice(1);
+          if (field === 'event') event.kind = value2;
+          else if (field === 'data') event.data.push(value2);
+          else if (field === 'id') event.id = value2;
+          else if (field === 'retry' && /^\d+$/.test(value2)) this.retryMs = Number(value2);
         }
-        if (line.startsWith(':')) continue; // a keep-alive comment
-        const colon = line.indexOf(':');
-        const field = colon < 0 ? line : line.slice(0, colon);
-        let value2 = colon < 0 ? '' : line.slice(colon + 1);
-        if (value2.startsWith(' ')) value2 = value2.slice(1);
-        if (field === 'event') event.kind = value2;
-        else if (field === 'data') event.data.push(value2);
-        else if (field === 'id') event.id = value2;
-        else if (field === 'retry' && /^\d+$/.test(value2)) this.retryMs = Number(value2);
       }
+    } finally {
+      clearTimeout(idle);
     }
   }
 
