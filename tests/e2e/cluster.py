@@ -59,7 +59,13 @@ from inbox.blobs import DirectoryBlobStore
 from inbox.db import open_database
 from inbox.migrate import upgrade
 from optin import trust
-from tests.e2e.harness import OPTMSG, environment_without_optmsg_settings, free_port, tail
+from tests.e2e.harness import (
+    OPTMSG,
+    environment_without_optmsg_settings,
+    free_port,
+    stop_process,
+    tail,
+)
 from tests.fakes.media_server import MediaServer, media_bytes
 
 log = logging.getLogger(__name__)
@@ -184,15 +190,8 @@ class Managed:
     def stop(self) -> None:
         """SIGTERM (a graceful stop), SIGKILL if it lingers; nothing if not running."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        process.wait()
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT_S)
 
     def stderr_tail(self, lines: int = 30) -> str:
         return tail(self._log("err"), lines)
@@ -530,8 +529,10 @@ async def post_until_acknowledged(
                 if resp.status < 500:
                     ledger.refuse(webhook.key, f"HTTP {resp.status}: {text[:200]}")
                     return
-        except (aiohttp.ClientError, TimeoutError):
-            pass  # the gateway is down or did not answer in time: not acknowledged
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The gateway is down or did not answer in time: not acknowledged, so
+            # resent to the next gateway, as Twilio's connection retries would.
+            log.debug("webhook %s not acknowledged yet: %r", webhook.key, exc)
         ledger.fail(webhook.kind)
         attempt += 1
         await asyncio.sleep(RETRY_PAUSE_S)

@@ -52,6 +52,17 @@ class Deadline:
         return left
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM (a graceful stop), SIGKILL if it lingers past ``timeout``; reaped."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -233,12 +244,5 @@ class GatewayServer:
     def stop(self) -> None:
         """Terminate the gateway if it runs (SIGTERM, then SIGKILL if it lingers)."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        process.wait()
+        if process is not None:
+            stop_process(process, SHUTDOWN_TIMEOUT_S)

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.pipeline import IngestPipeline
 from inbox import store
-from inbox.addresses import E164
+from inbox.addresses import E164, EmailAddress
 from inbox.db import Database
 from inbox.message import Channel, Inbound, IngestResult
 from inbox.models import messages_t
@@ -22,7 +22,9 @@ from tests.conftest import PUBLIC_URL, twilio_signature
 SMS_PATH = "/bridges/twilio/sms"
 
 
-def make_user(db: Database, *, phone: str, sms_number: str, first: str = "Ada") -> str:
+def make_user(
+    db: Database, *, phone: str, sms_number: str, first: str = "Ada", email: str | None = None
+) -> str:
     user = store.create_user(
         db,
         first_name=first,
@@ -30,6 +32,7 @@ def make_user(db: Database, *, phone: str, sms_number: str, first: str = "Ada") 
         date_of_birth=date(1990, 1, 1),
         phone=E164(phone),
         sms_number=E164(sms_number),
+        email_address=None if email is None else EmailAddress(email),
     )
     return user.id
 

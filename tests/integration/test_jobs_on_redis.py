@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date
 from typing import Any
 
 import pytest
@@ -23,12 +22,11 @@ from aiohttp.test_utils import TestClient
 from config import Settings
 from gateway.app import create_app
 from inbox import store
-from inbox.addresses import E164, EmailAddress
 from inbox.db import Database
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, REDIS_URL, twilio_form
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_api import FakeTwilio
-from tests.integration.helpers import post_signed
+from tests.integration.helpers import make_user, post_signed
 
 Client = TestClient[Any, Any]
 ADA_NUMBER = "+14155550199"  # twilio_form's default To
@@ -52,15 +50,7 @@ async def sink() -> AsyncIterator[SmtpSink]:
 
 @pytest.fixture
 def user_id(db: Database) -> str:
-    return store.create_user(
-        db,
-        first_name="Ada",
-        last_name="L",
-        date_of_birth=date(1990, 1, 1),
-        phone=E164("+442079460958"),
-        sms_number=E164(ADA_NUMBER),
-        email_address=EmailAddress(ADA_EMAIL),
-    ).id
+    return make_user(db, phone="+442079460958", sms_number=ADA_NUMBER, email=ADA_EMAIL)
 
 
 @pytest.fixture
