@@ -269,6 +269,15 @@ def count_rows(db: Path) -> tuple[int, dict[str, int]]:
     return sum(rows.values()), rows
 
 
+def start_py_spy(pid: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    cmd = [
+        "py-spy", "record", "--pid", str(pid), "--gil", "--nonblocking", "--rate", "200",
+        "--format", "raw", "--duration", str(math.ceil(args.duration)),
+        "--output", str(args.profile.resolve()),
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def bench_gateway(
     tmp: Path, env: Mapping[str, str], port: int, args: argparse.Namespace
 ) -> tuple[WrkResult, RowCheck]:
@@ -278,7 +287,10 @@ def bench_gateway(
         wrk(url, tmp / "warm", args.warmup, args, "(b) warm-up", proc.pid)
         time.sleep(1.0)  # let the warm-up's last commits land before counting
         before, warm_folders = count_rows(db)
+        spy = start_py_spy(proc.pid, args) if args.profile else None
         result = wrk(url, tmp / "run", args.duration, args, "(b) optmsg serve", proc.pid)
+        if spy is not None:
+            spy.wait(timeout=60)
         proc.send_signal(signal.SIGTERM)  # a graceful stop commits whatever was submitted
         proc.wait(timeout=30)
     after, folders = count_rows(db)
@@ -438,7 +450,15 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     parser.add_argument("--no-doc", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument(
+        "--profile", type=Path, metavar="FILE",
+        help="sample (b) with py-spy (GIL holder only) during its measured run into FILE, "
+        "collapsed stacks; the figures then include py-spy's cost",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.profile and shutil.which("py-spy") is None:
+        print("webhook.py: --profile needs py-spy on PATH (pip install py-spy)", file=sys.stderr)
+        return 1
     if shutil.which("wrk") is None:
         print(
             "webhook.py: wrk is not installed; install it with `sudo apt-get install -y wrk`\n"
