@@ -117,11 +117,17 @@ async def run_mail(
         ),
     )
 
+    # One primary-key read per RCPT: on SQLite it runs on the loop, as the client
+    # API's small reads do (gateway.api_support.quick_read says why).
+    inline = db.is_sqlite and settings.database.inline_reads
+
     async def route(address: str) -> str | None:
         try:
             canonical = parse_email(address)
         except AddressError:
             return None
+        if inline:
+            return store.route_address(db, canonical)
         return await loop.run_in_executor(read_pool, store.route_address, db, canonical)
 
     spool.start()

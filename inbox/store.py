@@ -882,10 +882,16 @@ def owner_of_message(db: Database, message_id: str) -> str:
     return str(user_id)
 
 
+# Built once: one lookup per SMTP RCPT, and building the statement cost more than
+# running it.
+_ROUTE = sa.select(user_addresses_t.c.address).where(
+    user_addresses_t.c.address == sa.bindparam("address")
+)
+
+
 def route_address(db: Database, address: str) -> str | None:
-    """The canonical form of ``address`` if it routes inbound traffic to a user."""
+    """The canonical form of ``address`` if it routes inbound traffic to a user.
+    A single primary-key read (the SMTP layer may run it on the event loop)."""
     with db.read.connect() as conn:
-        found = conn.execute(
-            sa.select(user_addresses_t.c.address).where(user_addresses_t.c.address == address)
-        ).scalar()
+        found = conn.execute(_ROUTE, {"address": address}).scalar()
     return str(found) if found is not None else None
