@@ -889,9 +889,20 @@ _ROUTE = sa.select(user_addresses_t.c.address).where(
 )
 
 
+_SQLITE_ROUTE = "SELECT address FROM user_addresses WHERE address = ?"
+
+
 def route_address(db: Database, address: str) -> str | None:
     """The canonical form of ``address`` if it routes inbound traffic to a user.
     A single primary-key read (the SMTP layer may run it on the event loop)."""
+    if db.is_sqlite:
+        # One per SMTP RCPT: plain SQL on the driver, as token_owner.
+        raw = db.read.raw_connection()
+        try:
+            row = raw.execute(_SQLITE_ROUTE, (address,)).fetchone()
+        finally:
+            raw.close()
+        return str(row[0]) if row is not None else None
     with db.read.connect() as conn:
         found = conn.execute(_ROUTE, {"address": address}).scalar()
     return str(found) if found is not None else None
