@@ -78,9 +78,8 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
         try:
             # Shielded: on a timeout the attempt goes on (it may still commit), and
             # the replay waits for it before storing anything spooled after it.
-            response, result = await asyncio.wait_for(
-                asyncio.shield(attempt), spool.settings.store_timeout_s
-            )
+            async with asyncio.timeout(spool.settings.store_timeout_s):
+                response, result = await asyncio.shield(attempt)
         except (StoreUnavailable, TimeoutError) as exc:
             spool.track_straggler(attempt)
             log.warning("twilio message not stored (%s); spooling it", type(exc).__name__)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from inbox.ids import new_id
@@ -180,9 +181,9 @@ def insert_messages(conn: sa.Connection, new: Sequence[NewMessage]) -> list[Stor
                 d.flag(False),
                 item.reason,
                 _auth_json(msg),
-                # Default arguments keep json on its cached C encoder (any keyword
-                # argument builds a new, slower encoder per call).
-                json.dumps(dict(msg.provider_meta)) if msg.provider_meta else None,
+                orjson.dumps(dict(msg.provider_meta)).decode("utf-8")
+                if msg.provider_meta
+                else None,
                 msg.raw_id,
                 # SMS/MMS: the counterpart, who is the sender of what comes in; an
                 # email without a thread key from its bridge belongs to none.
