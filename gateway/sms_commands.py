@@ -27,19 +27,30 @@ from optin.trust import Source
 MAX_LISTED = 20
 
 
-def _commanding_user(db: Database, inbound: Inbound, service_number: str) -> tuple[str, str] | None:
-    """(user id, region) of the account the sender may command here, or None."""
+# A suspended account is not changed by anyone but the operator (inbox.suspension);
+# its owner is told why nothing happened, and nothing is stored.
+SUSPENDED_REPLY = (
+    "Your OptMsg account is suspended: commands are turned off. Contact the service's operator."
+)
+
+
+def _commanding_user(
+    db: Database, inbound: Inbound, service_number: str
+) -> tuple[str, str, bool] | None:
+    """(user id, region, suspended) of the account the sender may command here, or
+    None."""
     u, a = users_t.c, user_addresses_t.c
+    columns = (u.id, u.region, u.suspended_at.is_not(None).label("suspended"))
     with db.read.connect() as conn:
         if service_number and inbound.recipient == service_number:
-            row = conn.execute(sa.select(u.id, u.region).where(u.phone == inbound.sender)).first()
+            row = conn.execute(sa.select(*columns).where(u.phone == inbound.sender)).first()
         else:
             row = conn.execute(
-                sa.select(u.id, u.region)
+                sa.select(*columns)
                 .join(user_addresses_t, a.user_id == u.id)
                 .where(a.address == inbound.recipient, u.phone == inbound.sender)
             ).first()
-    return (str(row.id), str(row.region)) if row is not None else None
+    return (str(row.id), str(row.region), bool(row.suspended)) if row is not None else None
 
 
 def _list(db: Database, user_id: str, region: str) -> str:
@@ -67,7 +78,9 @@ def run_command(
     found = _commanding_user(db, inbound, service_number)
     if found is None:
         return None
-    user_id, region = found
+    user_id, region, suspended = found
+    if suspended:
+        return SUSPENDED_REPLY
     if isinstance(parsed, CommandError):
         return str(parsed)
     if parsed.name is CommandName.HELP:

@@ -14,6 +14,7 @@ from config import Settings
 from gateway.app import create_app
 from inbox.db import Database
 from inbox.models import sms_opt_outs_t
+from inbox.suspension import set_suspended
 from optin import trust
 from tests.conftest import twilio_form
 from tests.integration.helpers import make_user, message_rows, post_signed, trust_sender
@@ -172,3 +173,25 @@ async def test_the_users_mobile_cannot_command_through_another_users_number(
     make_user(db, phone="+442079460959", sms_number="+14155550198", first="Bob")
     await text(client, "TRUST +14155550111", sender=USER_PHONE, to="+14155550198")
     assert trust.list_entries(db, user_id) == []
+
+
+@pytest.mark.parametrize("command", ["TRUST +14155550100", "BLOCK +14155550111", "LIST", "HELP"])
+async def test_a_suspended_account_cannot_be_commanded_by_sms(
+    client: Client, db: Database, user_id: str, command: str
+) -> None:
+    trust_sender(db, user_id, STRANGER)
+    set_suspended(db, user_id, True)
+    reply = await text(client, command, sender=USER_PHONE)
+    assert "suspended" in reply and "Trusted" not in reply
+    entries = trust.list_entries(db, user_id)
+    assert [(e.address, e.verdict) for e in entries] == [(STRANGER, trust.TrustVerdict.TRUSTED)]
+    assert message_rows(db) == []  # answered, not stored
+
+
+async def test_an_unsuspended_account_takes_commands_again(
+    client: Client, db: Database, user_id: str
+) -> None:
+    set_suspended(db, user_id, True)
+    set_suspended(db, user_id, False)
+    assert "Trusted" in await text(client, "TRUST +14155550100", sender=USER_PHONE)
+    assert trust.get(db, user_id, FRIEND).verdict is trust.TrustVerdict.TRUSTED
