@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/webhook.py --breakdown
 	$(BIN)/python bench/smtp.py
 	$(BIN)/python bench/trust_list.py
 	$(BIN)/python bench/mms.py

@@ -263,6 +263,22 @@ def bench_bare(tmp: Path, port: int, args: argparse.Namespace) -> WrkResult:
         return wrk(url, tmp / "run", args.duration, args, "(a) bare aiohttp", proc.pid)
 
 
+def bench_verify_only(
+    tmp: Path, env: Mapping[str, str], port: int, args: argparse.Namespace
+) -> WrkResult:
+    """--breakdown: the bare handler plus the gateway's own checks (TwilioBridge.verify_sms:
+    form, signature, normalisation), storing nothing."""
+    cmd = [sys.executable, str(BENCH / "bare_server.py"), "127.0.0.1", str(port), "--verify"]
+    env = {**env, "PYTHONPATH": str(BENCH.parent)}
+    with server(cmd, "bare: listening on", tmp, "verify-only", env) as proc:
+        url = f"http://127.0.0.1:{port}{SMS_PATH}"
+        wrk(url, tmp / "warm", args.warmup, args, "(a2) warm-up", proc.pid)
+        result = wrk(url, tmp / "run", args.duration, args, "(a2) verify only", proc.pid)
+    if result.non_2xx:
+        raise BenchError(f"(a2) answered {result.non_2xx} requests with an error")
+    return result
+
+
 def count_rows(db: Path) -> tuple[int, dict[str, int]]:
     with sqlite3.connect(db) as conn:
         rows = dict(conn.execute("SELECT folder, COUNT(*) FROM messages GROUP BY folder"))
@@ -373,12 +389,29 @@ def verdict(ok: bool) -> str:
 
 
 def report(
-    a: WrkResult, b: WrkResult, rows: RowCheck, args: argparse.Namespace, started: datetime
+    a: WrkResult,
+    b: WrkResult,
+    rows: RowCheck,
+    args: argparse.Namespace,
+    started: datetime,
+    a2: WrkResult | None = None,
 ) -> tuple[str, bool]:
     ratio = b.rps / a.rps
     met = ratio >= TARGET_RATIO and b.p99_ms <= TARGET_P99_MS
     info = machine()
     folders = ", ".join(f"{name} {n}" for name, n in sorted(rows.by_folder.items()))
+    servers = [("(a) bare aiohttp form parse", a), ("(b) optmsg serve", b)]
+    breakdown = ""
+    if a2 is not None:
+        servers.insert(1, ("(a2) bare + the gateway's verify_sms, nothing stored", a2))
+        runs = (("a", a), ("a2", a2), ("b", b))
+        per_request = {k: r.cpu["server"] / r.rps * 1e6 for k, r in runs}
+        breakdown = (
+            f"- breakdown: (a2)/(a) {a2.rps / a.rps:.1%}, (b)/(a2) {b.rps / a2.rps:.1%}; "
+            f"CPU per request beyond (a): verification "
+            f"{per_request['a2'] - per_request['a']:,.0f} µs, "
+            f"the rest of (b) {per_request['b'] - per_request['a2']:,.0f} µs\n"
+        )
     table = "\n".join(
         [
             "| server | req/s | p50 ms | p99 ms | requests | non-2xx | server CPU per request "
@@ -388,7 +421,7 @@ def report(
                 f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.requests:,} "
                 f"| {r.non_2xx} | {r.cpu['server'] / r.rps * 1e6:,.0f} µs "
                 f"| {r.cpu['server']:.2f} / {r.cpu['wrk']:.2f} / {r.cpu['other']:.2f} |"
-                for name, r in (("(a) bare aiohttp form parse", a), ("(b) optmsg serve", b))
+                for name, r in servers
             ),
         ]
     )
@@ -415,7 +448,7 @@ run: {rows.rows:,} ({folders}) for {rows.ok_responses:,} 200 responses counted b
 {table}
 
 - ratio b/a: {ratio:.1%}
-- target (b) >= {TARGET_RATIO:.0%} of (a): {verdict(ratio >= TARGET_RATIO)}
+{breakdown}- target (b) >= {TARGET_RATIO:.0%} of (a): {verdict(ratio >= TARGET_RATIO)}
 - target (b) p99 <= {TARGET_P99_MS:g} ms at {args.connections} connections: \
 {verdict(b.p99_ms <= TARGET_P99_MS)}
 {warning}"""
@@ -454,6 +487,10 @@ def main() -> int:
         "--profile", type=Path, metavar="FILE",
         help="sample (b) with py-spy (GIL holder only) during its measured run into FILE, "
         "collapsed stacks; the figures then include py-spy's cost",
+    )  # fmt: skip
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="also measure (a2): the bare handler plus the gateway's verify_sms, storing nothing",
     )  # fmt: skip
     args = parser.parse_args()
     if args.profile and shutil.which("py-spy") is None:
@@ -500,6 +537,10 @@ def main() -> int:
                     job.result()
             print("(a) bare aiohttp ...", flush=True)
             a = bench_bare(tmp, port, args)
+            a2 = None
+            if args.breakdown:
+                print("(a2) bare + verify_sms ...", flush=True)
+                a2 = bench_verify_only(tmp, env, port, args)
             print("(b) optmsg serve ...", flush=True)
             b, rows = bench_gateway(tmp, env, port, args)
         except BenchError as exc:
@@ -507,7 +548,7 @@ def main() -> int:
             for log in sorted(tmp.glob("*.err")):
                 print(f"--- {log.name} (last lines)\n{tail(log)}", file=sys.stderr)
             return 1
-    text, met = report(a, b, rows, args, started)
+    text, met = report(a, b, rows, args, started, a2)
     print(text)
     RESULTS.mkdir(exist_ok=True)
     raw = {
@@ -516,6 +557,7 @@ def main() -> int:
         "machine": machine(),
         "settings": vars(args),
         "bare": asdict(a),
+        "verify_only": asdict(a2) if a2 is not None else None,
         "gateway": asdict(b),
         "rows": asdict(rows),
         "ratio": b.rps / a.rps,
