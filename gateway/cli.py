@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from config import ConfigError, Settings, load_settings
 from config.pools import check_pool, gateway_need, worker_need
-from gateway import devtools, erasure
+from gateway import devtools, erasure, spool_inspect
 from gateway.logs import configure_logging
 from gateway.retention import run_retention
 from inbox import export, privacy_retention, store, suspension
@@ -327,6 +327,25 @@ def cmd_abuse_clear(args: argparse.Namespace) -> int:
         {"ip": args.ip, "cleared": cleared},
         f"{args.ip} is no longer flagged; its log entries are purged like any other",
     )
+    return 0
+
+
+def cmd_spool_dead(args: argparse.Namespace) -> int:
+    # Reads files only: no database, and safe beside running gateways.
+    root = _settings(args).spool.dir
+    letters = spool_inspect.dead_letters(root)
+    data = {"spool_dir": str(root), "items": [d.as_json() for d in letters]}
+
+    def text() -> str:
+        if not letters:
+            return f"no dead letters under {root}"
+        return "\n".join(
+            f"{d.file} #{d.index}  {d.kind}  {d.received_at or '-'}  "
+            + (d.problem or "  ".join(f"{k}={v}" for k, v in d.fields.items()))
+            for d in letters
+        )
+
+    _print(args, data, text)
     return 0
 
 
@@ -821,6 +840,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(abuse, "list", cmd_abuse_list, "list flagged IPs (kept past the IP purge)")
     p = add(abuse, "clear", cmd_abuse_clear, "remove the flags of an IP")
     p.add_argument("ip", metavar="IP")
+
+    spool = sub.add_parser("spool", help="the webhook spool").add_subparsers(
+        dest="spool_cmd", required=True
+    )
+    add(spool, "dead", cmd_spool_dead, "list webhooks the spool could never store")
 
     tokens = sub.add_parser("tokens", help="API tokens").add_subparsers(
         dest="tokens_cmd", required=True
