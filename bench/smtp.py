@@ -52,6 +52,8 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.fakes
+
 from webhook import (
     BUSY_CORES,
     OPTMSG,
@@ -70,6 +72,8 @@ from webhook import (
     tail,
     verdict,
 )
+
+from tests.fakes.dns_server import FakeDnsServer
 
 BENCH = Path(__file__).resolve().parent
 RECIPIENT = "ada@optmsg.example"
@@ -742,14 +746,16 @@ def prepare_gateway(tmp: Path, env: Mapping[str, str]) -> None:
     run([str(OPTMSG), "optin", "add", user["id"], TRUSTED[1]], env, tmp)
 
 
-def smtp_env(tmp: Path, http_port: int, smtp_port: int) -> dict[str, str]:
+def smtp_env(tmp: Path, http_port: int, smtp_port: int, dns_server: str) -> dict[str, str]:
     env = gateway_env(tmp, http_port)
     env.update(
         OPTMSG_SMTP__ENABLED="true",
         OPTMSG_SMTP__LISTEN=f"127.0.0.1:{smtp_port}",
         OPTMSG_SMTP__HOSTNAME="mx.optmsg.example",
-        # The bench senders' domains publish no SPF/DKIM/DMARC records; should the
-        # machine have no working resolver, a lookup costs at most this.
+        # The bench senders' domains publish no SPF/DKIM/DMARC records: a local fake
+        # DNS server says so (NXDOMAIN with an SOA, so answers are cached as from a
+        # real zone), and the figures do not depend on the machine's resolver.
+        OPTMSG_SMTP__DNS_SERVERS=json.dumps([dns_server]),
         OPTMSG_SMTP__DNS_TIMEOUT_S="0.2",
         # ... so no email can authenticate; without this the trusted sender's mail
         # would be quarantined too. The checks run all the same.
@@ -764,7 +770,7 @@ def bench_gateway(
     work = tmp / case.key
     work.mkdir()
     smtp_port = free_port()
-    env = smtp_env(work, free_port(), smtp_port)
+    env = smtp_env(work, free_port(), smtp_port, args.dns_server)
     prepare_gateway(work, env)
     db = work / "optmsg.db"
     profile: Profile | None = None
@@ -951,7 +957,8 @@ trusted sender and a stranger, and times each from the final `.` CRLF to the rep
 "smtp-source" (`smtp-source -s {args.connections} -d -m N -F FILE`) repeats one message \
 of the case, as a cross-check of msg/s with a client in C
 - (a) is bench/smtp_sink.py (aiosmtpd, `250 OK` at once); (b) is `optmsg serve` with \
-SQLite in a temp dir, `smtp.dns_timeout_s = 0.2`, `optin.require_email_auth = false` \
+SQLite in a temp dir, `smtp.dns_servers` = a local fake DNS server (NXDOMAIN for every \
+name), `smtp.dns_timeout_s = 0.2`, `optin.require_email_auth = false` \
 (the senders' domains publish no SPF/DKIM/DMARC records, so no mail can authenticate; \
 the checks and their DNS lookups still run), one user, the trusted sender opted in; \
 (b)'s server CPU includes the parsing and filtering that run beside its SMTP server
@@ -1023,7 +1030,11 @@ def main() -> int:
     started = datetime.now(UTC)
     cases = [c for c in make_cases(args) if args.case in ("all", c.key)]
     results: list[CaseResult] = []
-    with tempfile.TemporaryDirectory(prefix="optmsg-bench-smtp-") as name:
+    with (
+        tempfile.TemporaryDirectory(prefix="optmsg-bench-smtp-") as name,
+        FakeDnsServer({}) as fake_dns,
+    ):
+        args.dns_server = fake_dns.server
         tmp = Path(name)
         try:
             for n, case in enumerate(cases):

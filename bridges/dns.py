@@ -23,6 +23,7 @@ from typing import Protocol
 
 import dns.exception
 import dns.name
+import dns.nameserver
 import dns.rdata
 import dns.rdatatype
 import dns.resolver
@@ -76,6 +77,14 @@ def _decode_txt(strings: Iterable[bytes]) -> str:
     return b"".join(strings).decode("utf-8", errors="replace")
 
 
+def _shown(server: object) -> str:
+    if isinstance(server, dns.nameserver.Do53Nameserver) and server.port != 53:
+        return f"{server.address}@{server.port}"
+    if isinstance(server, dns.nameserver.Do53Nameserver):
+        return str(server.address)
+    return str(server)
+
+
 class SystemResolver:
     """The system's (or the given) recursive name servers, through dnspython.
 
@@ -89,7 +98,7 @@ class SystemResolver:
         self,
         timeout: float = 5.0,
         *,
-        nameservers: Sequence[str] | None = None,
+        nameservers: Sequence[str | tuple[str, int]] | None = None,
         cache_size: int = 10_000,
     ) -> None:
         if timeout <= 0:
@@ -100,7 +109,11 @@ class SystemResolver:
         if nameservers is not None:
             if not nameservers:
                 raise ValueError("nameservers must not be empty")
-            self._resolver.nameservers = list(nameservers)
+            # (IP, port) for a server off port 53 (smtp.dns_servers "IP:PORT").
+            self._resolver.nameservers = [
+                server if isinstance(server, str) else dns.nameserver.Do53Nameserver(*server)
+                for server in nameservers
+            ]
         self._resolver.lifetime = timeout
         # Per-server wait shorter than the lifetime, so a silent first server
         # leaves time to ask the next one.
@@ -112,7 +125,8 @@ class SystemResolver:
 
     @property
     def nameservers(self) -> list[str]:
-        return [str(server) for server in self._resolver.nameservers]
+        """The servers asked, as "IP" (port 53) or "IP@PORT"."""
+        return [_shown(server) for server in self._resolver.nameservers]
 
     def _query(
         self, name: str | dns.name.Name, rdtype: dns.rdatatype.RdataType

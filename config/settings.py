@@ -66,6 +66,28 @@ def _host_port(value: str) -> str:
     return value
 
 
+def _nameserver(value: str) -> tuple[str, int]:
+    """A DNS server given as "IP", "IP:PORT" or "[IPv6]:PORT" -> (IP, port)."""
+    text, port_text = value.strip(), "53"
+    if text.startswith("["):
+        address, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"expected IP, IP:PORT or [IPv6]:PORT, got {value!r}")
+        if rest:
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        address, _, port_text = text.partition(":")
+    else:
+        address = text
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"the port of {value!r} must be a number from 1 to 65535")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (a name would need DNS itself)") from None
+    return str(ip), int(port_text)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -184,11 +206,25 @@ class SmtpSettings(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     dns_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Recursive resolvers for the SPF/DKIM/DMARC lookups, as "IP" or "IP:PORT"
+    # ("[IPv6]:PORT"), asked in order; empty: the system's (/etc/resolv.conf).
+    dns_servers: list[str] = Field(default_factory=list, max_length=10)
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
         return _host_port(v)
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _check_dns_servers(cls, v: list[str]) -> list[str]:
+        for server in v:
+            _nameserver(server)
+        return v
+
+    def nameservers(self) -> list[tuple[str, int]] | None:
+        """``dns_servers`` as (IP, port) pairs; None: use the system's resolvers."""
+        return [_nameserver(server) for server in self.dns_servers] or None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> SmtpSettings:

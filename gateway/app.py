@@ -361,7 +361,9 @@ def create_app(
     spool = WebhookSpool(settings.spool)
     app[SPOOL] = spool
     app[METRICS].spool_messages.set_function(lambda: spool.pending)
-    dns = resolver or SystemResolver(timeout=settings.smtp.dns_timeout_s)
+    dns = resolver or SystemResolver(
+        timeout=settings.smtp.dns_timeout_s, nameservers=settings.smtp.nameservers()
+    )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()

@@ -26,6 +26,7 @@ from inbox.addresses import E164, EmailAddress, parse_email_domain
 from inbox.db import Database
 from inbox.models import attachments_t, messages_t, raw_messages_t
 from optin import trust
+from tests.fakes.dns_server import FakeDnsServer
 from tests.unit import dkim_keys
 
 Client = TestClient[Any, Any]
@@ -378,3 +379,42 @@ async def test_retention_keeps_raw_emails_of_stored_messages(
     await mail.wait_for(1)
     run_retention(settings, mail.db, DirectoryBlobStore(settings.storage.blob_dir))
     assert _raw_count(mail.db) == 1
+
+
+def _zone_txt(value: str) -> str:
+    # A TXT record longer than 255 octets is several strings (a DKIM key is).
+    return " ".join(f'"{value[i : i + 200]}"' for i in range(0, len(value), 200))
+
+
+async def test_smtp_dns_servers_are_asked_for_sender_authentication(
+    settings: Settings, db: Database, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    keys = dkim_keys.generate()
+    records = {
+        "sel._domainkey.bank.example": {"TXT": [_zone_txt(keys.dns_record())]},
+        "_dmarc.bank.example": {"TXT": [_zone_txt("v=DMARC1; p=reject")]},
+        "bank.example": {"TXT": [_zone_txt("v=spf1 ip4:127.0.0.1 -all")]},
+    }
+    user_id = create_ada(db)
+    trust.add(db, user_id, EmailAddress(BANK))
+    with FakeDnsServer(records) as dns_server:
+        smtp = SmtpSettings(
+            enabled=True,
+            listen="127.0.0.1:0",
+            hostname="mx.optmsg.example",
+            dns_servers=[dns_server.server],
+        )
+        app = create_app(settings.model_copy(update={"smtp": smtp}))  # no resolver injected
+        client = await aiohttp_client(app)
+        port = app[RUNTIME].smtp_port
+        assert port is not None
+        mail = Mail(client, port, store.create_token(db, user_id)[1], db, keys, user_id)
+        await mail.send_async(signed(message(), keys))
+        (found,) = await mail.wait_for(1)
+        assert dns_server.queries > 0
+    assert found["folder"] == "inbox"
+    assert (found["auth"]["spf"], found["auth"]["dkim"], found["auth"]["dmarc"]) == (
+        "pass",
+        "pass",
+        "pass",
+    )

@@ -145,3 +145,28 @@ def test_invalid_toml_is_an_error_naming_the_file(tmp_path: Path) -> None:
 def test_settings_compare_by_value(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     assert load_settings(path) == load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        ('["127.0.0.1"]', [("127.0.0.1", 53)]),
+        ('["127.0.0.1:5353", "::1"]', [("127.0.0.1", 5353), ("::1", 53)]),
+        ('["[2001:db8::53]:5300"]', [("2001:db8::53", 5300)]),
+        ("[]", None),
+    ],
+)
+def test_dns_servers_are_read_as_ip_and_port(
+    tmp_path: Path, entries: str, expected: list[tuple[str, int]] | None
+) -> None:
+    settings = load_settings(write(tmp_path, GOOD + f"[smtp]\ndns_servers = {entries}\n"))
+    assert settings.smtp.nameservers() == expected
+
+
+@pytest.mark.parametrize(
+    "entry", ["dns.google", "127.0.0.1:0", "127.0.0.1:x", "[::1", "1.2.3.4:70000", "[::1]x", ""]
+)
+def test_a_dns_server_that_is_not_an_ip_and_port_is_refused(tmp_path: Path, entry: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, GOOD + f'[smtp]\ndns_servers = ["{entry}"]\n'))
+    assert info.value.key == "smtp.dns_servers"

@@ -24,6 +24,7 @@ from bridges.email_auth import (
 )
 from bridges.errors import DnsTempError
 from inbox.message import AuthResult, SenderAuth
+from tests.fakes.dns_server import FakeDnsServer
 from tests.unit import dkim_keys
 
 AUTHSERV_ID = "mx.optmsg.example"
@@ -638,3 +639,16 @@ def test_system_resolver_is_built_with_bounded_timeouts_without_network() -> Non
 def test_system_resolver_refuses_a_non_positive_timeout() -> None:
     with pytest.raises(ValueError, match="timeout"):
         SystemResolver(timeout=0, nameservers=["127.0.0.1"])
+
+
+def test_system_resolver_asks_the_configured_server_and_port() -> None:
+    records = {"example.org": {"TXT": ['"v=spf1 ip4:192.0.2.1 -all"'], "A": ["192.0.2.1"]}}
+    with FakeDnsServer(records) as server:
+        resolver = SystemResolver(timeout=2.0, nameservers=[server.address])
+        assert resolver.nameservers == [f"127.0.0.1@{server.address[1]}"]
+        assert resolver.txt("example.org") == ["v=spf1 ip4:192.0.2.1 -all"]
+        assert resolver.a("example.org") == ["192.0.2.1"]
+        assert resolver.txt("missing.example.org") == []
+        asked = server.queries
+        assert resolver.txt("missing.example.org") == []  # the NXDOMAIN is cached
+        assert server.queries == asked
