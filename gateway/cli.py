@@ -37,6 +37,7 @@ from inbox.db import Database, open_database
 from inbox.errors import AddressError, InboxError, NotFound
 from inbox.message import Folder
 from inbox.migrate import upgrade
+from inbox.spool import requeue_dead_letters
 from optin import TrustVerdict, address_book, parse_contacts, quarantine, screener, trust
 from optin.contacts import ContactsTooLarge
 from optin.errors import OptinError
@@ -344,6 +345,30 @@ def cmd_spool_dead(args: argparse.Namespace) -> int:
             + (d.problem or "  ".join(f"{k}={v}" for k, v in d.fields.items()))
             for d in letters
         )
+
+    _print(args, data, text)
+    return 0
+
+
+def cmd_spool_requeue(args: argparse.Namespace) -> int:
+    settings = _settings(args).spool
+    done = requeue_dead_letters(settings.dir, settings.max_bytes)
+    data = {
+        "requeued": done.records,
+        "slot": str(done.slot) if done.slot is not None else None,
+        "kept": [str(p) for p in done.kept],
+    }
+
+    def text() -> str:
+        if done.slot is None:
+            return f"no dead letters under {settings.dir}"
+        lines = [
+            f"requeued {done.records} dead letter(s) into {done.slot}: a running gateway "
+            f"replays them within spool.replay_interval_s ({settings.replay_interval_s:g} s), "
+            "or the next one to start"
+        ]
+        lines += [f"kept (damaged part-way; readable records were moved): {p}" for p in done.kept]
+        return "\n".join(lines)
 
     _print(args, data, text)
     return 0
@@ -845,6 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="spool_cmd", required=True
     )
     add(spool, "dead", cmd_spool_dead, "list webhooks the spool could never store")
+    add(spool, "requeue", cmd_spool_requeue, "put the dead letters back in the spool for replay")
 
     tokens = sub.add_parser("tokens", help="API tokens").add_subparsers(
         dest="tokens_cmd", required=True

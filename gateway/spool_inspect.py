@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.spool_replay import SpooledSms, decode
 from inbox.errors import SpoolError
-from inbox.spool import DEAD_NAME, decode_segment
+from inbox.spool import dead_letter_files, decode_segment
 
 # A dead letter shows these of the Twilio form (never the body: it is the user's).
 _SHOWN = ("MessageSid", "SmsMessageSid", "From", "To", "NumMedia")
@@ -49,7 +49,7 @@ def dead_letters(root: Path) -> list[DeadLetter]:
     """Every dead letter under the spool directory ``root``, file by file in order.
     A file cut short or damaged is reported as one more entry with the problem."""
     found: list[DeadLetter] = []
-    for path in sorted(root.glob(f"instance-*/{DEAD_NAME}")):
+    for path in dead_letter_files(root):
         name = str(path.relative_to(root))
         read = decode_segment(path.read_bytes())
         for index, payload in enumerate(read.records):

@@ -47,7 +47,8 @@ class SpoolError(InboxError):
 
 class SpoolFull(SpoolError):
     """Raised when a record would take the spool past its ``max_bytes``; the caller
-    answers as if the store failed (503), the one case the spool gives up."""
+    answers as if the store failed (503), the one case the spool gives up. Also
+    raised by requeue_dead_letters when the dead letters do not fit."""
 
 
 class SpoolBusy(SpoolError):

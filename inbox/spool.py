@@ -29,12 +29,13 @@ import os
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from inbox.errors import SpoolBusy, SpoolError
+from inbox.errors import SpoolBusy, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -302,12 +303,20 @@ class Spool:
 
     def dead_letter(self, payload: bytes) -> None:
         """Keep a record that cannot be stored for the operator, outside the queue."""
-        fd = os.open(self.path / DEAD_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, encode_record(payload))
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        path = self.path / DEAD_NAME
+        while True:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                # requeue_dead_letters renames the file away under this lock: a
+                # descriptor opened before that must not write into the file taken.
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if not _same_file(fd, path):
+                    continue
+                os.write(fd, encode_record(payload))
+                os.fdatasync(fd)
+                return
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         """Release the slot (its records stay for the next process)."""
@@ -316,6 +325,95 @@ class Spool:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """What :func:`requeue_dead_letters` did: ``records`` moved into ``slot``;
+    ``kept`` names dead-letter files left in place because part of them could not
+    be read (the readable records before the damage were moved)."""
+
+    records: int
+    slot: Path | None
+    kept: tuple[Path, ...]
+
+
+def requeue_dead_letters(root: Path, max_bytes: int) -> Requeued:
+    """Move every dead letter under ``root`` back into a spool slot, for replay by a
+    running gateway (within its ``replay_interval_s``) or the next one to start.
+
+    Safe beside running gateways: each ``dead.log`` is renamed away under the lock
+    its writer takes, so a record dead-lettered meanwhile starts a new file. The
+    records are durable in the slot before their file is removed; a crash in
+    between leaves them in both (replay is idempotent) and the file is taken again
+    next time. A file damaged part-way is kept as ``dead.log.damaged-*`` for the
+    operator once its readable records are moved. SpoolFull when the records do not
+    fit under ``max_bytes``: those moved stay moved, the file that did not fit is
+    kept as ``dead.log.full-*`` and taken again next time.
+    """
+    dead_files = [p for p in dead_letter_files(root) if ".damaged-" not in p.name]
+    if not dead_files:
+        return Requeued(0, None, ())
+    target = Spool.open(root, max_bytes)
+    moved = 0
+    kept: list[Path] = []
+    try:
+        for dead in dead_files:
+            taken = _take(dead)
+            if taken is None:
+                continue
+            read = decode_segment(taken.read_bytes())
+            if target.append(read.records) < len(read.records):
+                os.replace(taken, dead.with_name(f"{DEAD_NAME}.full-{time.time_ns()}"))
+                raise SpoolFull(
+                    f"the dead letters do not fit in the spool's {max_bytes} bytes; "
+                    f"{moved} were requeued, the rest are kept"
+                )
+            moved += len(read.records)
+            if read.corrupt_at is not None:
+                damaged = dead.with_name(f"{DEAD_NAME}.damaged-{time.time_ns()}")
+                os.replace(taken, damaged)
+                kept.append(damaged)
+            else:
+                taken.unlink()
+            _fsync_dir(dead.parent)
+    finally:
+        target.close()
+    return Requeued(moved, target.path, tuple(kept))
+
+
+def dead_letter_files(root: Path) -> list[Path]:
+    """Every file under ``root`` holding dead letters: each slot's ``dead.log`` and
+    what requeueing left of them (``.full-*``, ``.requeuing-*`` after a crash,
+    ``.damaged-*``)."""
+    if not root.is_dir():
+        return []
+    return sorted(root.glob(f"instance-*/{DEAD_NAME}*"))
+
+
+def _take(dead: Path) -> Path | None:
+    """Rename ``dead`` away while holding its writers' lock; the new path, or None if
+    it is gone."""
+    try:
+        fd = os.open(dead, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _same_file(fd, dead):
+            return None
+        taken = dead.with_name(f"{DEAD_NAME}.requeuing-{time.time_ns()}")
+        os.replace(dead, taken)
+        return taken
+    finally:
+        os.close(fd)
 
 
 def _number(segment: Path) -> int:

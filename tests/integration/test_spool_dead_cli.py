@@ -137,3 +137,32 @@ def test_listing_changes_nothing_and_works_beside_a_running_spool(
     assert (spool.path / DEAD_NAME).read_bytes() == before
     assert sorted(p.name for p in spool.path.iterdir()) == ["dead.log", "lock"]
     spool.close()
+
+
+def test_requeue_puts_the_dead_letters_back_and_says_where(
+    spool_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spool = Spool.open(spool_root, 1 << 20)  # a running gateway holds instance-0
+    dead_sms(spool, "SM" + "1" * 32)
+    dead_sms(spool, "SM" + "2" * 32)
+    assert main(["spool", "requeue", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"requeued": 2, "slot": str(spool_root / "instance-1"), "kept": []}
+    assert run(capsys, "--json")[1]["items"] == []  # nothing dead any more
+    assert main(["spool", "requeue"]) == 0
+    assert capsys.readouterr().out.strip() == f"no dead letters under {spool_root}"
+    spool.close()
+
+
+def test_requeue_that_does_not_fit_fails_and_keeps_the_dead_letters(
+    spool_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool.open(spool_root, 1 << 20)
+    dead_sms(spool, "SM" + "3" * 32)
+    monkeypatch.setenv("OPTMSG_SPOOL__MAX_BYTES", "65536")
+    spool.dead_letter(b"z" * 70_000)
+    assert main(["spool", "requeue"]) == 1
+    assert "do not fit" in capsys.readouterr().err
+    code, data = run(capsys, "--json")
+    assert code == 0 and len(data["items"]) == 2  # both still listed, nothing lost
+    spool.close()

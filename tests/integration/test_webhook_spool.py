@@ -28,6 +28,7 @@ from inbox.addresses import E164, EmailAddress
 from inbox.db import Database, open_database
 from inbox.migrate import upgrade
 from inbox.models import messages_t, sms_opt_outs_t, trust_entries_t
+from inbox.spool import requeue_dead_letters
 from optin import trust
 from tests.conftest import ACCOUNT_SID, make_settings, twilio_form
 from tests.fakes.tcp_proxy import TcpProxy
@@ -384,3 +385,26 @@ async def test_a_delivery_status_during_the_outage_is_applied_once_it_is_back(
         ).scalar_one()
     assert status == "delivered"
     assert await world.metric('optmsg_spool_replayed_total{bridge="twilio",kind="status"}') == 1
+
+
+async def test_requeued_dead_letters_are_replayed_by_the_running_gateway(
+    on_sqlite: World,
+) -> None:
+    world = on_sqlite
+    with world.db.write.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE messages RENAME TO messages_away"))
+    form = twilio_form(sender=STRANGER)
+    resp = await post_signed(world.client, form)
+    assert resp.status == 200
+    await world.wait_drained()  # failed on every pass with the database up: dead.log
+    spool = world.client.app[SPOOL].spool
+    assert spool is not None and (spool.path / "dead.log").stat().st_size > 0
+    with world.db.write.begin() as conn:  # the fault is fixed
+        conn.execute(sa.text("ALTER TABLE messages_away RENAME TO messages"))
+    done = requeue_dead_letters(spool.path.parent, 64 * 1024)
+    assert done.records == 1 and done.slot != spool.path
+    deadline = time.monotonic() + 10
+    while not world.stored_sids() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert world.stored_sids() == [form["MessageSid"]]
+    assert not (spool.path / "dead.log").exists()

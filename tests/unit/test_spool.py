@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +16,17 @@ import pytest
 
 from bridges.twilio import VerifiedSms
 from gateway.spool_replay import SpooledSms, decode, encode_sms
-from inbox.errors import SpoolBusy, SpoolError
-from inbox.spool import HEADER_BYTES, MAGIC, Spool, decode_segment, encode_record
+from inbox.errors import SpoolBusy, SpoolError, SpoolFull
+from inbox.spool import (
+    HEADER_BYTES,
+    MAGIC,
+    Requeued,
+    Spool,
+    dead_letter_files,
+    decode_segment,
+    encode_record,
+    requeue_dead_letters,
+)
 
 MAX = 1024 * 1024
 
@@ -174,3 +186,91 @@ def test_a_record_of_an_unknown_version_is_refused_not_guessed() -> None:
         decode(b'{"v": 99, "bridge": "twilio", "kind": "sms"}')
     with pytest.raises(SpoolError, match="unreadable"):
         decode(b"not json")
+
+
+# --- dead letters back into the spool --------------------------------------------------
+
+
+def _slot_records(slot: Path) -> list[bytes]:
+    return [
+        r
+        for seg in sorted(slot.glob("seg-*.log"))
+        for r in decode_segment(seg.read_bytes()).records
+    ]
+
+
+def test_requeue_moves_every_slots_dead_letters_into_a_free_slot(tmp_path: Path) -> None:
+    one, two = Spool.open(tmp_path, MAX), Spool.open(tmp_path, MAX)  # two running gateways
+    one.dead_letter(b"a")
+    one.dead_letter(b"b")
+    two.dead_letter(b"c")
+    done = requeue_dead_letters(tmp_path, MAX)
+    assert (done.records, done.slot, done.kept) == (3, tmp_path / "instance-2", ())
+    assert _slot_records(tmp_path / "instance-2") == [b"a", b"b", b"c"]
+    assert dead_letter_files(tmp_path) == []
+    # The free slot is left for a running gateway to adopt and replay.
+    (adopted,) = Spool.adopt_orphans(tmp_path, MAX, exclude=one.path)
+    assert adopted.path == tmp_path / "instance-2" and adopted.pending == 3
+    for spool in (one, two, adopted):
+        spool.close()
+
+
+def test_requeue_with_no_dead_letters_takes_no_slot(tmp_path: Path) -> None:
+    assert requeue_dead_letters(tmp_path, MAX) == Requeued(0, None, ())
+    assert not tmp_path.joinpath("instance-0").exists()
+
+
+def test_a_dead_letter_written_during_requeue_starts_a_new_file(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path, MAX)
+    spool.dead_letter(b"old")
+    dead = spool.path / "dead.log"
+    # A writer that opened dead.log just before requeue renamed it waits on the lock,
+    # then must notice the file is no longer dead.log.
+    fd = os.open(dead, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    writer = threading.Thread(target=spool.dead_letter, args=(b"new",))
+    writer.start()
+    time.sleep(0.2)  # the writer is blocked on the lock
+    taken = dead.with_name("dead.log.requeuing-1")
+    os.replace(dead, taken)
+    os.close(fd)
+    writer.join(timeout=5)
+    assert decode_segment(taken.read_bytes()).records == (b"old",)
+    assert decode_segment(dead.read_bytes()).records == (b"new",)
+    spool.close()
+
+
+def test_a_damaged_dead_letter_file_is_kept_once_its_readable_records_moved(
+    tmp_path: Path,
+) -> None:
+    spool = Spool.open(tmp_path, MAX)
+    for payload in (b"good", b"lost", b"after"):
+        spool.dead_letter(payload)
+    dead = spool.path / "dead.log"
+    data = bytearray(dead.read_bytes())
+    data[len(encode_record(b"good")) + HEADER_BYTES] ^= 0xFF  # "lost" fails its checksum
+    dead.write_bytes(bytes(data))
+    done = requeue_dead_letters(tmp_path, MAX)
+    assert done.records == 1
+    assert _slot_records(tmp_path / "instance-1") == [b"good"]
+    (kept,) = done.kept
+    assert kept.name.startswith("dead.log.damaged-") and kept.read_bytes() == bytes(data)
+    assert requeue_dead_letters(tmp_path, MAX).records == 0  # damaged files stay put
+    spool.close()
+
+
+def test_dead_letters_that_do_not_fit_stay_dead_letters(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path, MAX)
+    spool.dead_letter(b"x" * 100)
+    spool.dead_letter(b"y" * 100)
+    small = 2 * len(encode_record(b"x" * 100)) - 1
+    with pytest.raises(SpoolFull, match="do not fit"):
+        requeue_dead_letters(tmp_path, small)
+    (left,) = dead_letter_files(tmp_path)
+    assert left.name.startswith("dead.log.full-")
+    assert decode_segment(left.read_bytes()).records == (b"x" * 100, b"y" * 100)
+    # Taken again by the next requeue, with room: the one already moved is sent twice
+    # and stored once (replay is idempotent by MessageSid).
+    assert requeue_dead_letters(tmp_path, MAX).records == 2
+    assert dead_letter_files(tmp_path) == []
+    spool.close()
