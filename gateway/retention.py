@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from config import Settings
 from gateway.jobs import EXPORT_TIME_LIMIT_MS
 from inbox import events, export, leases, privacy_retention, raw_store
-from inbox.blobs import BlobStore
+from inbox.blobs import BlobStore, purge_stale_temps
 from inbox.db import Database
 from optin import screener
 
 log = logging.getLogger(__name__)
+
+# A blob write takes well under a second; a temp file this old was abandoned.
+BLOB_TEMP_AGE = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,7 @@ class RetentionResult:
     verifications_deleted: int = 0  # sign-in codes used or expired over a day ago
     events_deleted: int = 0  # live-update events older than events.keep_hours
     flags_expired: int = 0  # abuse flags last seen over privacy.abuse_keep_days ago
+    blob_temps_deleted: int = 0  # blob files left half-written by a crash
 
     def as_json(self) -> dict[str, int]:
         return {
@@ -38,6 +42,7 @@ class RetentionResult:
             "verifications_deleted": self.verifications_deleted,
             "events_deleted": self.events_deleted,
             "flags_expired": self.flags_expired,
+            "blob_temps_deleted": self.blob_temps_deleted,
         }
 
 
@@ -63,6 +68,13 @@ def run_retention(
     )
     codes = privacy_retention.purge_verifications(db, now=now)
     old_events = events.purge(db, keep_hours=settings.events.keep_hours, now=now)
+    temps = purge_stale_temps(
+        Path(settings.storage.blob_dir),
+        older_than=BLOB_TEMP_AGE,
+        now=now or datetime.now(UTC),
+    )
+    if temps:
+        log.info("retention: %d blob files left half-written by a crash deleted", temps)
     if ips or exports or codes or flags:
         log.info(
             "retention: %d abuse flags expired, %d IP addresses erased from the auth log, "
@@ -84,7 +96,7 @@ def run_retention(
         log.info(
             "retention: %d live-update events older than the resume window deleted", old_events
         )
-    return RetentionResult(expired, purged, raw, ips, exports, codes, old_events, flags)
+    return RetentionResult(expired, purged, raw, ips, exports, codes, old_events, flags, temps)
 
 
 #: The lease that elects which gateway process runs retention in a period.

@@ -5,11 +5,16 @@ A small interface so that an object store can replace the directory later.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+# Prefix of a blob being written; one left behind was cut short by a crash.
+TEMP_PREFIX = ".tmp-"
 
 
 class BlobStore(Protocol):
@@ -36,8 +41,10 @@ class DirectoryBlobStore:
         path = self._path(digest)
         if path.exists():
             return digest
+        # Directories made here, outermost first: their entries must be durable too.
+        created = [d for d in (self.root, path.parent.parent, path.parent) if not d.is_dir()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -47,6 +54,10 @@ class DirectoryBlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        # The rename is durable only once the directory is: a message row committed
+        # after put() returns must not refer to a blob a power loss can take back.
+        for directory in [*(d.parent for d in created), path.parent]:
+            _fsync_dir(directory)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -61,3 +72,27 @@ class DirectoryBlobStore:
 
     def delete(self, digest: str) -> None:
         self._path(digest).unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def purge_stale_temps(root: Path, *, older_than: timedelta, now: datetime) -> int:
+    """Delete blob temp files last written more than ``older_than`` ago: their write
+    was cut short by a crash (kill -9, power loss) and nothing refers to them. A write
+    in progress keeps its file's modification time recent."""
+    if not root.is_dir():
+        return 0
+    cutoff = (now - older_than).timestamp()
+    removed = 0
+    for tmp in root.glob(f"??/??/{TEMP_PREFIX}*"):
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+    return removed

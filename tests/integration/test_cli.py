@@ -356,6 +356,7 @@ def test_quarantine_expire_runs_the_retention_job(
         "verifications_deleted": 0,
         "events_deleted": 0,
         "flags_expired": 0,
+        "blob_temps_deleted": 0,
     }
 
 

@@ -17,7 +17,7 @@ from config import Settings
 from gateway.cli import main
 from gateway.retention import run_retention
 from inbox import abuse, privacy_retention
-from inbox.blobs import DirectoryBlobStore
+from inbox.blobs import TEMP_PREFIX, DirectoryBlobStore
 from inbox.db import Database
 from inbox.ids import new_id
 from inbox.models import abuse_flags_t, auth_log_t, verifications_t
@@ -242,3 +242,18 @@ def test_cli_abuse_clear_removes_the_flag(capsys: pytest.CaptureFixture[str], db
 def test_cli_abuse_clear_of_an_unflagged_ip_fails(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "abuse", "clear", OTHER)
     assert code == 1 and "not flagged" in err and OTHER in err
+
+
+def test_retention_deletes_blob_files_a_crash_left_half_written(
+    settings: Settings, db: Database
+) -> None:
+    blobs = DirectoryBlobStore(Path(settings.storage.blob_dir))
+    digest = blobs.put(b"a stored attachment")
+    leaf = Path(settings.storage.blob_dir) / digest[:2] / digest[2:4]
+    half = leaf / f"{TEMP_PREFIX}cut-short"
+    half.write_bytes(b"half an attach")
+    old = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    os.utime(half, (old, old))
+    assert retain(settings, db).blob_temps_deleted == 1
+    assert not half.exists()
+    assert blobs.get(digest) == b"a stored attachment"
