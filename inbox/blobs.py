@@ -5,13 +5,14 @@ A small interface so that an object store can replace the directory later.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from inbox.files import delete_untouched_since, fsync_dir
 
 # Prefix of a blob being written; one left behind was cut short by a crash.
 TEMP_PREFIX = ".tmp-"
@@ -57,7 +58,7 @@ class DirectoryBlobStore:
         # The rename is durable only once the directory is: a message row committed
         # after put() returns must not refer to a blob a power loss can take back.
         for directory in [*(d.parent for d in created), path.parent]:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -74,25 +75,12 @@ class DirectoryBlobStore:
         self._path(digest).unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def purge_stale_temps(root: Path, *, older_than: timedelta, now: datetime) -> int:
     """Delete blob temp files last written more than ``older_than`` ago: their write
     was cut short by a crash (kill -9, power loss) and nothing refers to them. A write
     in progress keeps its file's modification time recent."""
     if not root.is_dir():
         return 0
-    cutoff = (now - older_than).timestamp()
-    removed = 0
-    for tmp in root.glob(f"??/??/{TEMP_PREFIX}*"):
-        with contextlib.suppress(FileNotFoundError):
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
-                removed += 1
-    return removed
+    return delete_untouched_since(
+        root.glob(f"??/??/{TEMP_PREFIX}*"), (now - older_than).timestamp()
+    )

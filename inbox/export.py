@@ -47,6 +47,7 @@ from inbox import raw_store, store
 from inbox.blobs import BlobStore
 from inbox.db import Database, as_utc
 from inbox.errors import InboxError, NotFound
+from inbox.files import delete_untouched_since, fsync_dir
 from inbox.ids import new_id
 from inbox.message import AttachmentStatus, Folder
 from inbox.models import (
@@ -192,14 +193,9 @@ def purge_stale_temps(directory: Path, *, older_than: timedelta, now: datetime) 
     its file, so its modification time stays recent."""
     if not directory.is_dir():
         return 0
-    cutoff = (now - older_than).timestamp()
-    removed = 0
-    for tmp in directory.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
-        with contextlib.suppress(FileNotFoundError):
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
-                removed += 1
-    return removed
+    return delete_untouched_since(
+        directory.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"), (now - older_than).timestamp()
+    )
 
 
 # --- requests and reads (scoped to the user) -----------------------------------------
@@ -330,7 +326,7 @@ def build(
         # first, its file (whose digest may already be recorded) stands.
         with contextlib.suppress(FileExistsError):
             os.link(tmp, final)
-        _fsync_dir(directory)
+        fsync_dir(directory)  # the new name is durable only once the directory is
     except (ArchiveFailed, OSError) as exc:
         reason = str(exc) if isinstance(exc, ArchiveFailed) else "the archive could not be written"
         return _finish(db, directory, export_id, {"state": FAILED, "error": reason[:500]})
@@ -358,15 +354,6 @@ def _finish(
         delete_archives(directory, [export_id])
         return None
     return _record(row)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The new name is durable only once the directory entry is.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _file_digest(path: Path) -> tuple[int, str]:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inbox.errors import SpoolBusy, SpoolError, SpoolFull
+from inbox.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,6 @@ def decode_segment(data: bytes) -> SegmentRead:
         records.append(payload)
         pos = end
     return SegmentRead(tuple(records), False, None)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _try_lock(slot: Path) -> int | None:
@@ -244,7 +237,7 @@ class Spool:
         self._next += 1
         fd = os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         # The new name must survive a crash as well as the records in it.
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self._active, self._active_fd = segment, fd
         self._counts[segment] = 0
         self._sizes[segment] = 0
@@ -297,7 +290,7 @@ class Spool:
             if segment == self._active:
                 raise SpoolError("the segment being appended to cannot be removed")
             segment.unlink(missing_ok=True)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             self._pending -= self._counts.pop(segment, 0) - self._replayed.pop(segment, 0)
             self._bytes -= self._sizes.pop(segment, 0)
 
@@ -383,7 +376,7 @@ def requeue_dead_letters(root: Path, max_bytes: int) -> Requeued:
                 kept.append(damaged)
             else:
                 taken.unlink()
-            _fsync_dir(dead.parent)
+            fsync_dir(dead.parent)
     finally:
         target.close()
     return Requeued(moved, target.path, tuple(kept))
