@@ -100,7 +100,10 @@ class EmailIngest:
         self._schedule(raw.id, raw)
 
     def _schedule(self, raw_id: str, raw: raw_store.RawEmail) -> None:
-        task = asyncio.create_task(self.process(raw_id, raw), name=f"email-{raw_id}")
+        # In flight from now, not from when the task first runs: under a backlog a
+        # sweep could otherwise take the same email in between and process it twice.
+        self._in_flight.add(raw_id)
+        task = asyncio.create_task(self._process(raw_id, raw), name=f"email-{raw_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -141,16 +144,25 @@ class EmailIngest:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def process(self, raw_id: str, raw: raw_store.RawEmail | None = None) -> None:
-        """Parse and store one spooled email; ``raw`` is passed when still in memory
-        (just accepted), else it is read back (recovery)."""
+    async def process(self, raw_id: str) -> None:
+        """Parse and store one spooled email, read back from the spool (recovery);
+        nothing when it is being processed already or was since."""
         if raw_id in self._in_flight:
             return
         self._in_flight.add(raw_id)
+        await self._process(raw_id, None)
+
+    async def _process(self, raw_id: str, raw: raw_store.RawEmail | None) -> None:
+        """``raw`` is passed when still in memory (just accepted). The caller has put
+        ``raw_id`` in flight; it is taken out here."""
         loop = asyncio.get_running_loop()
         try:
             if raw is None:
-                raw = await loop.run_in_executor(self._pool, raw_store.load, self._db, raw_id)
+                raw = await loop.run_in_executor(
+                    self._pool, raw_store.load_pending, self._db, raw_id
+                )
+                if raw is None:
+                    return  # processed since the sweep listed it
             prepared = await loop.run_in_executor(self._pool, self._prepare, raw)
             for inbound in prepared.inbounds:
                 result = await self._ingest(inbound)

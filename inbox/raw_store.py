@@ -94,10 +94,26 @@ def pending_ids(
 
 
 def load(db: Database, raw_id: str) -> RawEmail:
-    with db.read.connect() as conn:
-        row = conn.execute(sa.select(raw_messages_t).where(raw_messages_t.c.id == raw_id)).first()
-    if row is None:
+    found = _load(db, raw_id, pending_only=False)
+    if found is None:
         raise NotFound(f"no raw message {raw_id}")
+    return found
+
+
+def load_pending(db: Database, raw_id: str) -> RawEmail | None:
+    """The raw email if it still waits to be processed; None once it was (a sweep's
+    list of pending ids can be out of date by the time it gets to one) or is gone."""
+    return _load(db, raw_id, pending_only=True)
+
+
+def _load(db: Database, raw_id: str, *, pending_only: bool) -> RawEmail | None:
+    stmt = sa.select(raw_messages_t).where(raw_messages_t.c.id == raw_id)
+    if pending_only:
+        stmt = stmt.where(raw_messages_t.c.state == PENDING)
+    with db.read.connect() as conn:
+        row = conn.execute(stmt).first()
+    if row is None:
+        return None
     return RawEmail(
         id=row.id,
         received_at=row.received_at,
