@@ -69,6 +69,7 @@ from webhook import (
     publish,
     run,
     server,
+    start_py_spy,
     tail,
     verdict,
 )
@@ -600,17 +601,6 @@ def py_spy_path(args: argparse.Namespace) -> str:
     if found is None:
         raise BenchError("--profile needs py-spy: pip install py-spy, or give --py-spy PATH")
     return str(found)
-
-
-def start_py_spy(
-    exe: str, pid: int, out: Path, seconds: float, gil: bool
-) -> subprocess.Popen[bytes]:
-    cmd = [
-        exe, "record", "--pid", str(pid), "--format", "raw", "--threads", "--full-filenames",
-        "--rate", "200", "--duration", str(max(1, round(seconds))), "--output", str(out),
-        *(["--gil"] if gil else []),
-    ]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 _FRAME = re.compile(r"^(?P<fn>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")

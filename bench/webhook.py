@@ -285,13 +285,17 @@ def count_rows(db: Path) -> tuple[int, dict[str, int]]:
     return sum(rows.values()), rows
 
 
-def start_py_spy(pid: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+def start_py_spy(
+    exe: str, pid: int, out: Path, seconds: float, gil: bool
+) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` into ``out`` (raw collapsed stacks, one line per stack)
+    for ``seconds``; ``gil``: only samples of the thread holding the GIL."""
     cmd = [
-        "py-spy", "record", "--pid", str(pid), "--gil", "--nonblocking", "--rate", "200",
-        "--format", "raw", "--duration", str(math.ceil(args.duration)),
-        "--output", str(args.profile.resolve()),
+        exe, "record", "--pid", str(pid), "--format", "raw", "--threads", "--full-filenames",
+        "--rate", "200", "--duration", str(max(1, round(seconds))), "--output", str(out),
+        *(["--gil"] if gil else []),
     ]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def bench_gateway(
@@ -303,10 +307,12 @@ def bench_gateway(
         wrk(url, tmp / "warm", args.warmup, args, "(b) warm-up", proc.pid)
         time.sleep(1.0)  # let the warm-up's last commits land before counting
         before, warm_folders = count_rows(db)
-        spy = start_py_spy(proc.pid, args) if args.profile else None
+        spy = None
+        if args.profile:
+            spy = start_py_spy("py-spy", proc.pid, args.profile.resolve(), args.duration, True)
         result = wrk(url, tmp / "run", args.duration, args, "(b) optmsg serve", proc.pid)
         if spy is not None:
-            spy.wait(timeout=60)
+            spy.communicate(timeout=60)
         proc.send_signal(signal.SIGTERM)  # a graceful stop commits whatever was submitted
         proc.wait(timeout=30)
     after, folders = count_rows(db)

@@ -290,9 +290,8 @@ class _GatewaySMTP(SMTP):
         self.line_length_limit = limits.max_line_bytes + _CRLF
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         super().__init__(handler, data_size_limit=limits.max_message_bytes, **kwargs)
-        self._handler = handler
-        self._max_data_bytes = limits.max_message_bytes
-        self._max_line_bytes = limits.max_line_bytes
+        self._handler = handler  # aiosmtpd's event_handler, typed
+        self._limits = limits
 
     def data_received(self, data: bytes) -> None:
         self._reset_timeout()
@@ -332,7 +331,9 @@ class _GatewaySMTP(SMTP):
         await self.push(START_DATA)
         try:
             result = await read_data(
-                self._reader, max_bytes=self._max_data_bytes, max_line=self._max_line_bytes
+                self._reader,
+                max_bytes=self._limits.max_message_bytes,
+                max_line=self._limits.max_line_bytes,
             )
         except asyncio.CancelledError:
             log.info("connection lost during DATA")

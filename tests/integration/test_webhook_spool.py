@@ -28,7 +28,7 @@ from inbox.addresses import E164, EmailAddress
 from inbox.db import Database, open_database
 from inbox.migrate import upgrade
 from inbox.models import messages_t, sms_opt_outs_t, trust_entries_t
-from inbox.spool import requeue_dead_letters
+from inbox.spool import Spool, requeue_dead_letters
 from optin import trust
 from tests.conftest import ACCOUNT_SID, make_settings, twilio_form
 from tests.fakes.tcp_proxy import TcpProxy
@@ -329,19 +329,28 @@ async def test_a_full_spool_answers_503_and_counts_it(on_sqlite: World) -> None:
     assert len(world.stored_sids()) == statuses.count(200)
 
 
+async def _dead_letter(world: World, form: dict[str, str], *broken: str) -> Spool:
+    """Post ``form`` while the ``broken`` SQL statements keep the store refusing it
+    with the database up, and wait until it is in dead.log; the gateway's spool."""
+    with world.db.write.begin() as conn:
+        for statement in broken:
+            conn.execute(sa.text(statement))
+    resp = await post_signed(world.client, form)
+    assert resp.status == 200
+    await world.wait_drained()  # failed on every pass with the database up: dead.log
+    spool = world.client.app[SPOOL].spool
+    assert spool is not None
+    assert (spool.path / "dead.log").stat().st_size > 0
+    return spool
+
+
 async def test_a_message_the_store_refuses_with_the_database_up_goes_to_dead_log(
     on_sqlite: World,
 ) -> None:
     world = on_sqlite
-    with world.db.write.begin() as conn:
-        conn.execute(sa.text("DROP TABLE attachments"))
-        conn.execute(sa.text("DROP TABLE messages"))
-    resp = await post_signed(world.client, twilio_form(sender=STRANGER))
-    assert resp.status == 200
-    await world.wait_drained()
-    spool = world.client.app[SPOOL].spool
-    assert spool is not None
-    assert (spool.path / "dead.log").stat().st_size > 0
+    await _dead_letter(
+        world, twilio_form(sender=STRANGER), "DROP TABLE attachments", "DROP TABLE messages"
+    )
     assert await world.metric("optmsg_spool_dead_letters_total ") == 1
 
 
@@ -391,14 +400,8 @@ async def test_requeued_dead_letters_are_replayed_by_the_running_gateway(
     on_sqlite: World,
 ) -> None:
     world = on_sqlite
-    with world.db.write.begin() as conn:
-        conn.execute(sa.text("ALTER TABLE messages RENAME TO messages_away"))
     form = twilio_form(sender=STRANGER)
-    resp = await post_signed(world.client, form)
-    assert resp.status == 200
-    await world.wait_drained()  # failed on every pass with the database up: dead.log
-    spool = world.client.app[SPOOL].spool
-    assert spool is not None and (spool.path / "dead.log").stat().st_size > 0
+    spool = await _dead_letter(world, form, "ALTER TABLE messages RENAME TO messages_away")
     with world.db.write.begin() as conn:  # the fault is fixed
         conn.execute(sa.text("ALTER TABLE messages_away RENAME TO messages"))
     done = requeue_dead_letters(spool.path.parent, 64 * 1024)
